@@ -1,0 +1,166 @@
+"""The schema. Alembic's history in migrations/ must produce exactly this (a test checks)."""
+
+from __future__ import annotations
+
+from sqlalchemy import (
+    Column,
+    ForeignKey,
+    ForeignKeyConstraint,
+    Index,
+    Integer,
+    MetaData,
+    String,
+    Table,
+    Text,
+    UniqueConstraint,
+)
+
+from adapters.persistence.types import JSONDocument, UTCDateTime
+
+metadata = MetaData(
+    naming_convention={
+        "ix": "ix_%(table_name)s_%(column_0_N_name)s",
+        "uq": "uq_%(table_name)s_%(column_0_N_name)s",
+        "fk": "fk_%(table_name)s_%(column_0_N_name)s",
+        "pk": "pk_%(table_name)s",
+    }
+)
+
+ID = 64
+
+
+def _id() -> Column:
+    return Column("id", String(ID), primary_key=True)
+
+
+def _org_id() -> Column:
+    return Column("org_id", String(ID), ForeignKey("organizations.id", ondelete="CASCADE"), nullable=False)
+
+
+def _timestamps() -> list[Column]:
+    return [
+        Column("created_at", UTCDateTime(), nullable=False),
+        Column("updated_at", UTCDateTime(), nullable=False),
+    ]
+
+
+organizations = Table(
+    "organizations",
+    metadata,
+    _id(),
+    Column("name", String(200), nullable=False),
+    *_timestamps(),
+)
+
+users = Table(
+    "users",
+    metadata,
+    _id(),
+    _org_id(),
+    Column("email", String(320), nullable=False),
+    Column("name", String(200)),
+    *_timestamps(),
+    UniqueConstraint("org_id", "email"),
+    UniqueConstraint("org_id", "id"),
+)
+
+api_keys = Table(
+    "api_keys",
+    metadata,
+    _id(),
+    _org_id(),
+    Column("name", String(200), nullable=False),
+    Column("prefix", String(16), nullable=False),
+    Column("key_hash", String(64), nullable=False),
+    Column("created_by", String(ID)),
+    Column("revoked_at", UTCDateTime()),
+    *_timestamps(),
+    UniqueConstraint("key_hash"),
+    Index(None, "org_id", "created_at"),
+)
+
+tools = Table(
+    "tools",
+    metadata,
+    _id(),
+    _org_id(),
+    Column("name", String(200), nullable=False),
+    Column("key", String(64), nullable=False),
+    Column("base_url", String(2048), nullable=False),
+    Column("auth_type", String(16), nullable=False),
+    Column("options", JSONDocument, nullable=False),
+    *_timestamps(),
+    UniqueConstraint("org_id", "key"),
+    UniqueConstraint("org_id", "id"),
+)
+
+# (org_id, tool_id) references (org_id, id): the database itself refuses an action that points
+# at another organization's tool.
+actions = Table(
+    "actions",
+    metadata,
+    _id(),
+    _org_id(),
+    Column("tool_id", String(ID), nullable=False),
+    Column("name", String(200), nullable=False),
+    Column("key", String(64), nullable=False),
+    Column("method", String(10), nullable=False),
+    Column("endpoint", String(2048), nullable=False),
+    Column("headers", JSONDocument, nullable=False),
+    Column("input_schema", JSONDocument, nullable=False),
+    *_timestamps(),
+    UniqueConstraint("org_id", "key"),
+    ForeignKeyConstraint(["org_id", "tool_id"], ["tools.org_id", "tools.id"]),
+    Index(None, "org_id", "tool_id"),
+)
+
+flows = Table(
+    "flows",
+    metadata,
+    _id(),
+    _org_id(),
+    Column("name", String(200), nullable=False),
+    Column("description", Text),
+    Column("steps", JSONDocument, nullable=False),
+    Column("settings", JSONDocument, nullable=False),
+    Column("version", Integer, nullable=False),
+    *_timestamps(),
+    UniqueConstraint("org_id", "id"),
+    Index(None, "org_id", "created_at"),
+)
+
+# The seed's ExecutionLog, with its two indexes. user_id is kept nullable so that logs outlive
+# a deleted user and runs started by an API key alone can be logged.
+execution_logs = Table(
+    "execution_logs",
+    metadata,
+    _id(),
+    _org_id(),
+    Column("user_id", String(ID), ForeignKey("users.id", ondelete="SET NULL")),
+    Column("flow_id", String(ID), nullable=False),
+    Column("execution_id", String(ID), nullable=False),
+    Column("step_key", String(200), nullable=False),
+    Column("status", String(16), nullable=False),
+    Column("inputs", JSONDocument, nullable=False),
+    Column("outputs", JSONDocument),
+    Column("error", JSONDocument),
+    *_timestamps(),
+    ForeignKeyConstraint(["org_id", "flow_id"], ["flows.org_id", "flows.id"], ondelete="CASCADE"),
+    Index(None, "org_id", "flow_id", "execution_id"),
+    Index(None, "execution_id", "step_key"),
+)
+
+audit_events = Table(
+    "audit_events",
+    metadata,
+    _id(),
+    _org_id(),
+    Column("action", String(64), nullable=False),
+    Column("resource_type", String(64), nullable=False),
+    Column("resource_id", String(ID), nullable=False),
+    Column("actor_user_id", String(ID)),
+    Column("api_key_id", String(ID)),
+    Column("details", JSONDocument, nullable=False),
+    Column("created_at", UTCDateTime(), nullable=False),
+    Index(None, "org_id", "created_at"),
+)

@@ -1,0 +1,98 @@
+"""Ports: what the use-cases need from the outside world, named for the need."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from datetime import datetime
+from types import TracebackType
+from typing import Any, Protocol, Self, TypeVar
+
+from domain.audit import AuditEvent
+from domain.execution_log import ExecutionLog
+from domain.flow import Flow
+from domain.organization import ApiKey, Organization, User
+from domain.tool import Action, Tool
+
+T = TypeVar("T")
+
+LIMIT_DEFAULT = 50
+LIMIT_MAX = 500
+
+
+@dataclass(frozen=True, slots=True)
+class Page:
+    limit: int = LIMIT_DEFAULT
+    offset: int = 0
+
+
+class Clock(Protocol):
+    def now(self) -> datetime: ...
+
+
+class TenantRepository(Protocol[T]):
+    """Objects owned by one organization. Every read and write is scoped by ``org_id``."""
+
+    async def add(self, entity: T) -> None: ...
+    async def get(self, org_id: str, entity_id: str) -> T | None: ...
+    async def list(self, org_id: str, page: Page, filters: Mapping[str, Any] | None = None) -> list[T]: ...
+    async def update(self, entity: T) -> None: ...
+    async def delete(self, org_id: str, entity_id: str) -> bool: ...
+    async def count(self) -> int: ...
+
+
+class OrganizationRepository(Protocol):
+    async def add(self, org: Organization) -> None: ...
+    async def get(self, org_id: str) -> Organization | None: ...
+    async def list(self, page: Page, only_id: str | None = None) -> list[Organization]: ...
+    async def update(self, org: Organization) -> None: ...
+    async def delete(self, org_id: str) -> bool: ...
+    async def count(self) -> int: ...
+
+
+@dataclass(frozen=True, slots=True)
+class KeyOwner:
+    """What an API key resolves to, and whether a claimed user belongs to its organization."""
+
+    api_key_id: str
+    org_id: str
+    revoked: bool
+    user_in_org: bool
+
+
+class ApiKeyRepository(TenantRepository[ApiKey], Protocol):
+    async def resolve(self, key_hash: str, user_id: str | None) -> KeyOwner | None: ...
+
+
+class UnitOfWork(Protocol):
+    """One transaction. Repositories handed out here act inside it; nothing is kept until commit."""
+
+    organizations: OrganizationRepository
+    users: TenantRepository[User]
+    api_keys: ApiKeyRepository
+    tools: TenantRepository[Tool]
+    actions: TenantRepository[Action]
+    flows: TenantRepository[Flow]
+    execution_logs: TenantRepository[ExecutionLog]
+    audit: TenantRepository[AuditEvent]
+
+    async def __aenter__(self) -> Self: ...
+    async def __aexit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None: ...
+    async def commit(self) -> None: ...
+    async def rollback(self) -> None: ...
+
+
+class UnitOfWorkFactory(Protocol):
+    def __call__(self, *, read_only: bool = False) -> UnitOfWork: ...
+
+
+class DatabaseProbe(Protocol):
+    """Health of the database: a round trip, in seconds; raises when the database is unreachable."""
+
+    async def ping(self) -> float: ...
+
+
+class CacheProbe(Protocol):
+    async def ping(self) -> float: ...

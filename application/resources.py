@@ -1,0 +1,170 @@
+"""Create, read, update and delete for the objects an organization owns.
+
+One class per resource; each method is one user intention. The shared skeleton lives in
+``TenantResources``; subclasses add the rules of their resource (derived keys, references that
+must stay inside the organization, what may not be deleted).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from typing import Any, ClassVar, Generic, TypeVar
+
+from application.ports import Clock, Page, TenantRepository, UnitOfWork, UnitOfWorkFactory
+from application.tenancy import TenantContext
+from domain.audit import AuditEvent
+from domain.entity import Entity
+from domain.errors import Conflict, InvalidReference, NotFound
+from domain.execution_log import ExecutionLog
+from domain.flow import Flow
+from domain.ids import new_id
+from domain.organization import User
+from domain.rules import UNSET, slugify
+from domain.tool import Action, Tool
+
+E = TypeVar("E", bound=Entity)
+
+
+def audit_event(
+    ctx: TenantContext, action: str, resource_type: str, resource_id: str, now: Any, **details: Any
+) -> AuditEvent:
+    return AuditEvent(
+        id=new_id("aud"),
+        org_id=ctx.org_id,
+        action=action,
+        resource_type=resource_type,
+        resource_id=resource_id,
+        actor_user_id=ctx.user_id,
+        api_key_id=ctx.api_key_id,
+        details=details,
+        created_at=now,
+    )
+
+
+class TenantResources(Generic[E]):
+    entity: ClassVar[type[Entity]]
+    resource: ClassVar[str]  # "Tool": in messages
+    kind: ClassVar[str]  # "tool": in audit actions
+    id_prefix: ClassVar[str]
+    repository: ClassVar[Callable[[UnitOfWork], TenantRepository[Any]]]
+
+    def __init__(self, uow_factory: UnitOfWorkFactory, clock: Clock) -> None:
+        self._uow = uow_factory
+        self._clock = clock
+
+    async def get(self, ctx: TenantContext, entity_id: str) -> E:
+        async with self._uow(read_only=True) as uow:
+            return await self._load(uow, ctx, entity_id)
+
+    async def list(self, ctx: TenantContext, page: Page, filters: Mapping[str, Any] | None = None) -> list[E]:
+        wanted = {k: v for k, v in (filters or {}).items() if v is not None}
+        async with self._uow(read_only=True) as uow:
+            return await type(self).repository(uow).list(ctx.org_id, page, wanted)
+
+    async def create(self, ctx: TenantContext, **fields: Any) -> E:
+        now = self._clock.now()
+        async with self._uow() as uow:
+            fields = await self._prepare(uow, ctx, fields, None)
+            entity = self.entity.build(id=new_id(self.id_prefix), now=now, org_id=ctx.org_id, **fields)
+            await type(self).repository(uow).add(entity)
+            await uow.audit.add(audit_event(ctx, f"{self.kind}.created", self.kind, entity.id, now))
+            await uow.commit()
+        return entity  # type: ignore[return-value]
+
+    async def update(self, ctx: TenantContext, entity_id: str, **changes: Any) -> E:
+        now = self._clock.now()
+        async with self._uow() as uow:
+            current = await self._load(uow, ctx, entity_id)
+            changes = await self._prepare(uow, ctx, changes, current)
+            updated = current.changed(now=now, **changes)
+            if updated is not current:
+                await type(self).repository(uow).update(updated)
+                changed = sorted(k for k, v in changes.items() if v is not UNSET)
+                await uow.audit.add(
+                    audit_event(ctx, f"{self.kind}.updated", self.kind, entity_id, now, fields=changed)
+                )
+                await uow.commit()
+        return updated
+
+    async def delete(self, ctx: TenantContext, entity_id: str) -> E:
+        now = self._clock.now()
+        async with self._uow() as uow:
+            current = await self._load(uow, ctx, entity_id)
+            await self._before_delete(uow, ctx, current)
+            await type(self).repository(uow).delete(ctx.org_id, entity_id)
+            await uow.audit.add(audit_event(ctx, f"{self.kind}.deleted", self.kind, entity_id, now))
+            await uow.commit()
+        return current
+
+    async def _load(self, uow: UnitOfWork, ctx: TenantContext, entity_id: str) -> E:
+        found = await type(self).repository(uow).get(ctx.org_id, entity_id)
+        if found is None:
+            raise NotFound(self.resource, entity_id)
+        return found
+
+    async def _prepare(
+        self, uow: UnitOfWork, ctx: TenantContext, fields: dict[str, Any], current: E | None
+    ) -> dict[str, Any]:
+        """Resource rules that need the database: defaults, references. ``current`` is None on create."""
+        return fields
+
+    async def _before_delete(self, uow: UnitOfWork, ctx: TenantContext, entity: E) -> None:
+        return None
+
+
+def _default_key(fields: dict[str, Any], current: Any) -> dict[str, Any]:
+    if current is None and fields.get("key") is None and isinstance(fields.get("name"), str):
+        return {**fields, "key": slugify(fields["name"])}
+    return fields
+
+
+async def _must_exist(repo: TenantRepository[Any], org_id: str, ref_id: Any, field: str, what: str) -> None:
+    if isinstance(ref_id, str) and await repo.get(org_id, ref_id) is None:
+        raise InvalidReference(field, f"{what} '{ref_id}' does not exist in this organization")
+
+
+class Users(TenantResources[User]):
+    entity, resource, kind, id_prefix = User, "User", "user", "usr"
+    repository = staticmethod(lambda uow: uow.users)
+
+
+class Tools(TenantResources[Tool]):
+    entity, resource, kind, id_prefix = Tool, "Tool", "tool", "tool"
+    repository = staticmethod(lambda uow: uow.tools)
+
+    async def _prepare(self, uow, ctx, fields, current):  # type: ignore[override]
+        return _default_key(fields, current)
+
+    async def _before_delete(self, uow: UnitOfWork, ctx: TenantContext, entity: Tool) -> None:
+        if await uow.actions.list(ctx.org_id, Page(limit=1), {"tool_id": entity.id}):
+            raise Conflict(f"Tool '{entity.id}' still has actions; delete or move them first")
+
+
+class Actions(TenantResources[Action]):
+    entity, resource, kind, id_prefix = Action, "Action", "action", "act"
+    repository = staticmethod(lambda uow: uow.actions)
+
+    async def _prepare(self, uow, ctx, fields, current):  # type: ignore[override]
+        tool_id = fields.get("tool_id", UNSET)
+        if tool_id is not UNSET:
+            await _must_exist(uow.tools, ctx.org_id, tool_id, "toolId", "Tool")
+        return _default_key(fields, current)
+
+
+class Flows(TenantResources[Flow]):
+    entity, resource, kind, id_prefix = Flow, "Flow", "flow", "flow"
+    repository = staticmethod(lambda uow: uow.flows)
+
+
+class ExecutionLogs(TenantResources[ExecutionLog]):
+    entity, resource, kind, id_prefix = ExecutionLog, "ExecutionLog", "execution_log", "log"
+    repository = staticmethod(lambda uow: uow.execution_logs)
+
+    async def _prepare(self, uow, ctx, fields, current):  # type: ignore[override]
+        if fields.get("flow_id", UNSET) is not UNSET:
+            await _must_exist(uow.flows, ctx.org_id, fields["flow_id"], "flowId", "Flow")
+        if current is None:
+            user_id = fields.get("user_id") or ctx.user_id
+            await _must_exist(uow.users, ctx.org_id, user_id, "userId", "User")
+            return {**fields, "user_id": user_id}
+        return fields

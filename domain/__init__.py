@@ -1,0 +1,1 @@
+"""Tolstoy's domain: entities, value objects and rules. Imports only the standard library."""

@@ -1,0 +1,156 @@
+"""Small validation rules shared by the entities. Each adds FieldErrors to a list."""
+
+from __future__ import annotations
+
+import re
+from typing import Any
+from urllib.parse import urlsplit
+
+from domain.errors import FieldError, ValidationFailed
+
+
+class Unset:
+    """The value of a field an update does not change."""
+
+    _instance: Unset | None = None
+
+    def __new__(cls) -> Unset:
+        if cls._instance is None:
+            cls._instance = super().__new__(cls)
+        return cls._instance
+
+    def __repr__(self) -> str:
+        return "UNSET"
+
+    def __bool__(self) -> bool:
+        return False
+
+
+UNSET: Any = Unset()
+
+NAME_MAX = 200
+KEY_MAX = 64
+URL_MAX = 2048
+_KEY_RE = re.compile(r"^[a-z0-9](?:[a-z0-9_-]{0,63})$")
+_EMAIL_RE = re.compile(r"^[^@\s]{1,64}@[^@\s]+\.[^@\s]+$")
+
+
+class Problems:
+    """Collects every problem of one request so the caller sees them all at once."""
+
+    def __init__(self) -> None:
+        self.errors: list[FieldError] = []
+
+    def add(self, field: str, message: str, code: str) -> None:
+        self.errors.append(FieldError(field, message, code))
+
+    def raise_if_any(self) -> None:
+        if self.errors:
+            raise ValidationFailed(self.errors)
+
+
+def text(
+    problems: Problems, field: str, value: Any, *, max_len: int = NAME_MAX, required: bool = True
+) -> str:
+    """A trimmed, non-empty string of at most ``max_len`` characters."""
+    if value is None:
+        if required:
+            problems.add(field, f"{field} is required", "required")
+        return ""
+    if not isinstance(value, str):
+        problems.add(field, f"Expected string, received {type_name(value)}", "invalid_type")
+        return ""
+    value = value.strip()
+    if required and not value:
+        problems.add(field, f"{field} must not be empty", "too_small")
+    elif len(value) > max_len:
+        problems.add(field, f"{field} must contain at most {max_len} character(s)", "too_big")
+    return value
+
+
+def optional_text(problems: Problems, field: str, value: Any, *, max_len: int) -> str | None:
+    if value is None:
+        return None
+    return text(problems, field, value, max_len=max_len, required=False) or None
+
+
+def slug(problems: Problems, field: str, value: Any) -> str:
+    if not isinstance(value, str):
+        problems.add(field, f"Expected string, received {type_name(value)}", "invalid_type")
+        return ""
+    if not _KEY_RE.match(value):
+        problems.add(
+            field,
+            f"{field} must be 1-{KEY_MAX} lowercase letters, digits, '-' or '_', starting with a letter or digit",
+            "invalid_string",
+        )
+    return value
+
+
+def slugify(name: str) -> str:
+    """The key derived from a name: 'Slack API' -> 'slack-api'."""
+    derived = re.sub(r"[^a-z0-9]+", "-", name.lower()).strip("-")
+    return derived[:KEY_MAX].rstrip("-") or "item"
+
+
+def http_url(problems: Problems, field: str, value: Any) -> str:
+    value = text(problems, field, value, max_len=URL_MAX)
+    if value:
+        try:
+            parts = urlsplit(value)
+            ok = parts.scheme in ("http", "https") and bool(parts.hostname)
+        except ValueError:
+            ok = False
+        if not ok:
+            problems.add(field, f"{field} must be an absolute http(s) URL", "invalid_string")
+    return value
+
+
+def email(problems: Problems, field: str, value: Any) -> str:
+    value = text(problems, field, value, max_len=320)
+    if value and not _EMAIL_RE.match(value):
+        problems.add(field, "Invalid email", "invalid_string")
+    return value.lower()
+
+
+def json_object(problems: Problems, field: str, value: Any, *, default: dict | None = None) -> dict:
+    if value is None:
+        return dict(default or {})
+    if not isinstance(value, dict):
+        problems.add(field, f"Expected object, received {type_name(value)}", "invalid_type")
+        return {}
+    return value
+
+
+def json_list(problems: Problems, field: str, value: Any) -> list:
+    if value is None:
+        return []
+    if not isinstance(value, list):
+        problems.add(field, f"Expected array, received {type_name(value)}", "invalid_type")
+        return []
+    return value
+
+
+def one_of(problems: Problems, field: str, value: Any, allowed: tuple[str, ...]) -> str:
+    if value not in allowed:
+        expected = " | ".join(f"'{a}'" for a in allowed)
+        problems.add(
+            field, f"Invalid enum value. Expected {expected}, received '{value}'", "invalid_enum_value"
+        )
+    return value if isinstance(value, str) else ""
+
+
+def type_name(value: Any) -> str:
+    if value is None:
+        return "null"
+    if isinstance(value, bool):
+        return "boolean"
+    if isinstance(value, int | float):
+        return "number"
+    if isinstance(value, str):
+        return "string"
+    if isinstance(value, list):
+        return "array"
+    if isinstance(value, dict):
+        return "object"
+    return type(value).__name__

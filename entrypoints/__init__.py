@@ -1,0 +1,1 @@
+"""Entry points: composition root, REST (FastAPI), CLI."""

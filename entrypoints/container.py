@@ -1,0 +1,76 @@
+"""The composition root: the one place where adapters are chosen, from Settings."""
+
+from __future__ import annotations
+
+from importlib.metadata import PackageNotFoundError, version
+
+from dependency_injector import containers, providers
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from adapters.clock import SystemClock
+from adapters.persistence.engine import create_engine
+from adapters.persistence.unit_of_work import SqlDatabaseProbe, SqlUnitOfWorkFactory
+from adapters.redis_probe import RedisProbe
+from application.health import SystemStatus
+from application.organizations import ApiKeys, AuditTrail, Organizations
+from application.resources import Actions, ExecutionLogs, Flows, Tools, Users
+from application.tenancy import Authenticator
+from entrypoints.admin_token import resolve_admin_token
+from entrypoints.settings import Settings
+
+
+def tolstoy_version() -> str:
+    try:
+        return version("tolstoy")
+    except PackageNotFoundError:  # running from a source tree that was never installed
+        return "0.0.0+source"
+
+
+def _engine(settings: Settings) -> AsyncEngine:
+    return create_engine(settings.database, pool_size=settings.db_pool_size, max_overflow=settings.db_max_overflow)
+
+
+def _redis_probe(settings: Settings) -> RedisProbe | None:
+    return None if settings.redis_url is None else RedisProbe(settings.redis_url)
+
+
+class Container(containers.DeclarativeContainer):
+    settings = providers.Dependency(instance_of=Settings)
+
+    clock = providers.Singleton(SystemClock)
+    engine = providers.Singleton(_engine, settings)
+    uow_factory = providers.Singleton(SqlUnitOfWorkFactory, engine)
+    database_probe = providers.Singleton(SqlDatabaseProbe, engine)
+    cache_probe = providers.Singleton(_redis_probe, settings)
+    admin_token = providers.Singleton(resolve_admin_token, settings)
+
+    authenticator = providers.Singleton(Authenticator, uow_factory, admin_token)
+    organizations = providers.Singleton(Organizations, uow_factory, clock, authenticator)
+    api_keys = providers.Singleton(ApiKeys, uow_factory, clock)
+    audit_trail = providers.Singleton(AuditTrail, uow_factory, clock)
+    users = providers.Singleton(Users, uow_factory, clock)
+    tools = providers.Singleton(Tools, uow_factory, clock)
+    actions = providers.Singleton(Actions, uow_factory, clock)
+    flows = providers.Singleton(Flows, uow_factory, clock)
+    execution_logs = providers.Singleton(ExecutionLogs, uow_factory, clock)
+    system_status = providers.Singleton(
+        SystemStatus,
+        uow_factory,
+        database_probe,
+        cache_probe,
+        clock,
+        providers.Callable(tolstoy_version),
+        settings.provided.environment,
+    )
+
+
+async def close_container(container: Container) -> None:
+    """Release pools and clients (the lifespan's shutdown)."""
+    probe = container.cache_probe()
+    if probe is not None:
+        await probe.close()
+    await container.engine().dispose()
+
+
+def build_container(settings: Settings | None = None) -> Container:
+    return Container(settings=settings or Settings())

@@ -1,0 +1,64 @@
+"""The FastAPI application, built by a factory around a container."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+from fastapi import FastAPI
+
+from adapters.persistence.migrate import current_revision, head_revision, upgrade_engine
+from entrypoints.container import Container, close_container, tolstoy_version
+from entrypoints.rest import errors, routes
+from entrypoints.rest.middleware import BodyLimit
+from entrypoints.rest.resource_router import resource_router
+
+log = logging.getLogger("tolstoy")
+
+
+class SchemaOutOfDate(RuntimeError):
+    pass
+
+
+async def prepare_database(container: Container) -> None:
+    """Migrate on start (embedded default), or refuse to serve an out-of-date schema."""
+    settings = container.settings()
+    engine = container.engine()
+    if settings.migrate_on_start:
+        await upgrade_engine(engine)
+        return
+    current, head = await current_revision(engine), head_revision()
+    if current != head:
+        raise SchemaOutOfDate(
+            f"Database schema is at {current or 'nothing'}, expected {head}: run `tolstoy migrate`"
+        )
+
+
+def create_app(container: Container) -> FastAPI:
+    @asynccontextmanager
+    async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
+        try:
+            await prepare_database(container)
+            container.authenticator()  # resolve the admin token now, not on the first request
+            yield
+        finally:
+            await close_container(container)
+
+    app = FastAPI(
+        title="Tolstoy",
+        version=tolstoy_version(),
+        description="Self-hostable, multi-tenant workflow automation. Tenant endpoints need "
+        "`Authorization: Bearer <api key>`; organization management needs the admin token.",
+        lifespan=lifespan,
+    )
+    app.state.container = container
+    errors.install(app)
+    app.add_middleware(BodyLimit, max_bytes=container.settings().max_body_bytes)
+    app.include_router(routes.health)
+    app.include_router(routes.organizations)
+    app.include_router(routes.api_keys)
+    for spec in routes.RESOURCES:
+        app.include_router(resource_router(spec))
+    app.include_router(routes.audit)
+    return app

@@ -1,0 +1,120 @@
+"""Entities to JSON-ready dicts with the seed's camelCase names. Hashes never leave here."""
+
+from __future__ import annotations
+
+import re
+from datetime import datetime
+from typing import Any
+
+from domain.audit import AuditEvent
+from domain.execution_log import ExecutionLog
+from domain.flow import Flow
+from domain.organization import ApiKey, Organization, User
+from domain.tool import Action, Tool
+
+_CAMEL = re.compile(r"(?<!^)(?=[A-Z])")
+
+
+def snake(name: str) -> str:
+    return _CAMEL.sub("_", name).lower()
+
+
+def iso(value: datetime | None) -> str | None:
+    if value is None:
+        return None
+    return value.isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+def _stamped(entity: Any) -> dict[str, Any]:
+    return {"createdAt": iso(entity.created_at), "updatedAt": iso(entity.updated_at)}
+
+
+def organization(o: Organization) -> dict[str, Any]:
+    return {"id": o.id, "name": o.name, **_stamped(o)}
+
+
+def user(u: User) -> dict[str, Any]:
+    return {"id": u.id, "orgId": u.org_id, "email": u.email, "name": u.name, **_stamped(u)}
+
+
+def api_key(k: ApiKey) -> dict[str, Any]:
+    return {
+        "id": k.id,
+        "orgId": k.org_id,
+        "name": k.name,
+        "prefix": k.prefix,
+        "createdBy": k.created_by,
+        "revokedAt": iso(k.revoked_at),
+        **_stamped(k),
+    }
+
+
+def tool(t: Tool) -> dict[str, Any]:
+    return {
+        "id": t.id,
+        "orgId": t.org_id,
+        "name": t.name,
+        "key": t.key,
+        "baseUrl": t.base_url,
+        "authType": t.auth_type,
+        "options": t.options,
+        **_stamped(t),
+    }
+
+
+def action(a: Action) -> dict[str, Any]:
+    return {
+        "id": a.id,
+        "orgId": a.org_id,
+        "toolId": a.tool_id,
+        "name": a.name,
+        "key": a.key,
+        "method": a.method,
+        "endpoint": a.endpoint,
+        "headers": a.headers,
+        "inputSchema": a.input_schema,
+        **_stamped(a),
+    }
+
+
+def flow(f: Flow) -> dict[str, Any]:
+    return {
+        "id": f.id,
+        "orgId": f.org_id,
+        "name": f.name,
+        "description": f.description,
+        "steps": f.steps,
+        "settings": f.settings,
+        "version": f.version,
+        **_stamped(f),
+    }
+
+
+def execution_log(e: ExecutionLog) -> dict[str, Any]:
+    return {
+        "id": e.id,
+        "orgId": e.org_id,
+        "userId": e.user_id,
+        "flowId": e.flow_id,
+        "executionId": e.execution_id,
+        "stepKey": e.step_key,
+        "status": e.status,
+        "inputs": e.inputs,
+        "outputs": e.outputs,
+        "error": e.error,
+        **_stamped(e),
+    }
+
+
+def audit_event(a: AuditEvent) -> dict[str, Any]:
+    return {
+        "id": a.id,
+        "orgId": a.org_id,
+        "action": a.action,
+        "resourceType": a.resource_type,
+        "resourceId": a.resource_id,
+        "actorUserId": a.actor_user_id,
+        "apiKeyId": a.api_key_id,
+        "details": a.details,
+        "createdAt": iso(a.created_at),
+    }

@@ -1,0 +1,59 @@
+"""Configuration from the environment (and an optional .env file). The names are the public contract."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from pydantic import AliasChoices, Field, SecretStr, field_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from adapters.persistence.engine import sqlite_url
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_file=".env", extra="ignore", populate_by_name=True)
+
+    database_url: str | None = Field(None, validation_alias="DATABASE_URL")
+    direct_url: str | None = Field(None, validation_alias="DIRECT_URL")
+    redis_url: str | None = Field(None, validation_alias="REDIS_URL")
+    data_dir: Path = Field(Path(".tolstoy"), validation_alias="TOLSTOY_DATA_DIR")
+    admin_token: SecretStr | None = Field(None, validation_alias="TOLSTOY_ADMIN_TOKEN")
+    host: str = Field("127.0.0.1", validation_alias=AliasChoices("HOST", "TOLSTOY_HOST"))
+    port: int = Field(3000, validation_alias="PORT", ge=0, le=65535)
+    grpc_port: int = Field(50051, validation_alias="GRPC_PORT", ge=0, le=65535)
+    log_level: str = Field("info", validation_alias="LOG_LEVEL")
+    environment: str = Field("development", validation_alias=AliasChoices("TOLSTOY_ENV", "NODE_ENV"))
+    max_body_bytes: int = Field(1024 * 1024, validation_alias="TOLSTOY_MAX_BODY_BYTES", ge=1)
+    db_pool_size: int = Field(10, validation_alias="DATABASE_POOL_SIZE", ge=1)
+    db_max_overflow: int = Field(10, validation_alias="DATABASE_MAX_OVERFLOW", ge=0)
+    auto_migrate: bool | None = Field(None, validation_alias="TOLSTOY_AUTO_MIGRATE")
+
+    @field_validator("database_url", "direct_url", "redis_url", mode="before")
+    @classmethod
+    def _blank_is_unset(cls, value: object) -> object:
+        return None if isinstance(value, str) and not value.strip() else value
+
+    @field_validator("log_level")
+    @classmethod
+    def _log_level(cls, value: str) -> str:
+        value = value.lower()
+        if value not in ("critical", "error", "warning", "info", "debug"):
+            raise ValueError("LOG_LEVEL must be one of critical, error, warning, info, debug")
+        return value
+
+    @property
+    def embedded(self) -> bool:
+        """True when no DATABASE_URL is given: SQLite in the data directory."""
+        return self.database_url is None
+
+    @property
+    def database(self) -> str:
+        return self.database_url or sqlite_url((self.data_dir / "tolstoy.db").resolve())
+
+    @property
+    def migration_database(self) -> str:
+        return self.direct_url or self.database
+
+    @property
+    def migrate_on_start(self) -> bool:
+        return self.embedded if self.auto_migrate is None else self.auto_migrate

@@ -1,0 +1,1 @@
+"""Alembic migration history for PostgreSQL and SQLite (one history for both)."""
