@@ -63,9 +63,10 @@ class TenantResources(Generic[E]):
 
     async def create(self, ctx: TenantContext, **fields: Any) -> E:
         now = self._clock.now()
+        fields = self._defaults(ctx, fields, None)
+        entity = self.entity.build(id=new_id(self.id_prefix), now=now, org_id=ctx.org_id, **fields)
         async with self._uow() as uow:
-            fields = await self._prepare(uow, ctx, fields, None)
-            entity = self.entity.build(id=new_id(self.id_prefix), now=now, org_id=ctx.org_id, **fields)
+            await self._check_references(uow, entity, None)
             await type(self).repository(uow).add(entity)
             await uow.audit.add(audit_event(ctx, f"{self.kind}.created", self.kind, entity.id, now))
             await uow.commit()
@@ -75,9 +76,9 @@ class TenantResources(Generic[E]):
         now = self._clock.now()
         async with self._uow() as uow:
             current = await self._load(uow, ctx, entity_id)
-            changes = await self._prepare(uow, ctx, changes, current)
-            updated = current.changed(now=now, **changes)
+            updated = current.changed(now=now, **self._defaults(ctx, changes, current))
             if updated is not current:
+                await self._check_references(uow, updated, current)
                 await type(self).repository(uow).update(updated)
                 changed = sorted(k for k, v in changes.items() if v is not UNSET)
                 await uow.audit.add(
@@ -102,11 +103,13 @@ class TenantResources(Generic[E]):
             raise NotFound(self.resource, entity_id)
         return found
 
-    async def _prepare(
-        self, uow: UnitOfWork, ctx: TenantContext, fields: dict[str, Any], current: E | None
-    ) -> dict[str, Any]:
-        """Resource rules that need the database: defaults, references. ``current`` is None on create."""
+    def _defaults(self, ctx: TenantContext, fields: dict[str, Any], current: E | None) -> dict[str, Any]:
+        """Values derived when the caller leaves them out. ``current`` is None on create."""
         return fields
+
+    async def _check_references(self, uow: UnitOfWork, entity: E, current: E | None) -> None:
+        """References must point inside the entity's organization (checked after validation)."""
+        return None
 
     async def _before_delete(self, uow: UnitOfWork, ctx: TenantContext, entity: E) -> None:
         return None
@@ -118,8 +121,11 @@ def _default_key(fields: dict[str, Any], current: Any) -> dict[str, Any]:
     return fields
 
 
-async def _must_exist(repo: TenantRepository[Any], org_id: str, ref_id: Any, field: str, what: str) -> None:
-    if isinstance(ref_id, str) and await repo.get(org_id, ref_id) is None:
+async def _must_exist(
+    repo: TenantRepository[Any], org_id: str, ref_id: str | None, before: str | None, field: str, what: str
+) -> None:
+    """``ref_id`` must name an object of ``org_id``; unchanged references are not looked up again."""
+    if ref_id is not None and ref_id != before and await repo.get(org_id, ref_id) is None:
         raise InvalidReference(field, f"{what} '{ref_id}' does not exist in this organization")
 
 
@@ -132,7 +138,7 @@ class Tools(TenantResources[Tool]):
     entity, resource, kind, id_prefix = Tool, "Tool", "tool", "tool"
     repository = staticmethod(lambda uow: uow.tools)
 
-    async def _prepare(self, uow, ctx, fields, current):  # type: ignore[override]
+    def _defaults(self, ctx, fields, current):  # type: ignore[override]
         return _default_key(fields, current)
 
     async def _before_delete(self, uow: UnitOfWork, ctx: TenantContext, entity: Tool) -> None:
@@ -144,11 +150,12 @@ class Actions(TenantResources[Action]):
     entity, resource, kind, id_prefix = Action, "Action", "action", "act"
     repository = staticmethod(lambda uow: uow.actions)
 
-    async def _prepare(self, uow, ctx, fields, current):  # type: ignore[override]
-        tool_id = fields.get("tool_id", UNSET)
-        if tool_id is not UNSET:
-            await _must_exist(uow.tools, ctx.org_id, tool_id, "toolId", "Tool")
+    def _defaults(self, ctx, fields, current):  # type: ignore[override]
         return _default_key(fields, current)
+
+    async def _check_references(self, uow: UnitOfWork, entity: Action, current: Action | None) -> None:
+        before = current.tool_id if current else None
+        await _must_exist(uow.tools, entity.org_id, entity.tool_id, before, "toolId", "Tool")
 
 
 class Flows(TenantResources[Flow]):
@@ -160,11 +167,17 @@ class ExecutionLogs(TenantResources[ExecutionLog]):
     entity, resource, kind, id_prefix = ExecutionLog, "ExecutionLog", "execution_log", "log"
     repository = staticmethod(lambda uow: uow.execution_logs)
 
-    async def _prepare(self, uow, ctx, fields, current):  # type: ignore[override]
-        if fields.get("flow_id", UNSET) is not UNSET:
-            await _must_exist(uow.flows, ctx.org_id, fields["flow_id"], "flowId", "Flow")
+    def _defaults(self, ctx, fields, current):  # type: ignore[override]
         if current is None:
-            user_id = fields.get("user_id") or ctx.user_id
-            await _must_exist(uow.users, ctx.org_id, user_id, "userId", "User")
-            return {**fields, "user_id": user_id}
+            return {**fields, "user_id": fields.get("user_id") or ctx.user_id}
         return fields
+
+    async def _check_references(
+        self, uow: UnitOfWork, entity: ExecutionLog, current: ExecutionLog | None
+    ) -> None:
+        await _must_exist(
+            uow.flows, entity.org_id, entity.flow_id, current.flow_id if current else None, "flowId", "Flow"
+        )
+        await _must_exist(
+            uow.users, entity.org_id, entity.user_id, current.user_id if current else None, "userId", "User"
+        )

@@ -1,0 +1,326 @@
+"""The persistence contract. One body per test, run against SQLite and PostgreSQL."""
+
+from __future__ import annotations
+
+import dataclasses
+from datetime import UTC, datetime, timedelta
+
+import pytest
+
+from adapters.clock import SystemClock
+from application.ports import Page
+from domain.audit import AuditEvent
+from domain.errors import Conflict, InvalidReference
+from domain.execution_log import ExecutionLog
+from domain.flow import Flow
+from domain.ids import new_id
+from domain.organization import ApiKey, Organization, User
+from domain.tool import Action, Tool
+
+clock = SystemClock()
+
+
+def _org() -> Organization:
+    return Organization.build(id=new_id("org"), now=clock.now(), name="Acme")
+
+
+def _tool(org_id: str, key: str = "slack", **kw) -> Tool:
+    return Tool.build(
+        id=new_id("tool"),
+        now=clock.now(),
+        org_id=org_id,
+        name=kw.get("name", "Slack"),
+        key=key,
+        base_url="https://api.slack.com",
+        auth_type="bearer",
+        options=kw.get("options", {"retries": 3, "nested": {"list": [1, "two", None, True]}}),
+    )
+
+
+def _action(org_id: str, tool_id: str, key: str = "post-message") -> Action:
+    return Action.build(
+        id=new_id("act"),
+        now=clock.now(),
+        org_id=org_id,
+        tool_id=tool_id,
+        name="Post message",
+        key=key,
+        method="POST",
+        endpoint="/chat.postMessage",
+        headers={"Authorization": "Bearer {{secrets.token}}"},
+        input_schema=[{"name": "text", "type": "string", "required": True}],
+    )
+
+
+def _flow(org_id: str) -> Flow:
+    return Flow.build(
+        id=new_id("flow"),
+        now=clock.now(),
+        org_id=org_id,
+        name="Nightly sync",
+        description="Ünïcødé ✓",
+        steps=[{"id": "a", "type": "delay", "config": {"ms": 5}}],
+        settings={"execution": {"concurrency": 2}},
+    )
+
+
+def _user(org_id: str, email: str = "ann@example.com") -> User:
+    return User.build(id=new_id("usr"), now=clock.now(), org_id=org_id, email=email, name="Ann")
+
+
+async def _new_org(uow_factory) -> Organization:
+    org = _org()
+    async with uow_factory() as uow:
+        await uow.organizations.add(org)
+        await uow.commit()
+    return org
+
+
+async def test_round_trip_of_every_entity(uow_factory) -> None:
+    org = await _new_org(uow_factory)
+    tool = _tool(org.id)
+    action = _action(org.id, tool.id)
+    flow = _flow(org.id)
+    user = _user(org.id)
+    key = ApiKey.build(
+        id=new_id("key"),
+        now=clock.now(),
+        org_id=org.id,
+        name="ci",
+        prefix="tsk_abcdefgh",
+        key_hash=new_id("h"),
+    )
+    log = ExecutionLog.build(
+        id=new_id("log"),
+        now=clock.now(),
+        org_id=org.id,
+        user_id=user.id,
+        flow_id=flow.id,
+        execution_id="exec_1_abc",
+        step_key="a",
+        status="started",
+        inputs={"variables": {"x": 1.5}},
+        outputs=None,
+        error=None,
+    )
+    event = AuditEvent(
+        id=new_id("aud"),
+        org_id=org.id,
+        action="tool.created",
+        resource_type="tool",
+        resource_id=tool.id,
+        actor_user_id=user.id,
+        api_key_id=key.id,
+        details={"fields": ["name"]},
+        created_at=clock.now(),
+    )
+    async with uow_factory() as uow:
+        await uow.tools.add(tool)
+        await uow.actions.add(action)
+        await uow.flows.add(flow)
+        await uow.users.add(user)
+        await uow.api_keys.add(key)
+        await uow.execution_logs.add(log)
+        await uow.audit.add(event)
+        await uow.commit()
+
+    async with uow_factory(read_only=True) as uow:
+        assert await uow.organizations.get(org.id) == org
+        assert await uow.tools.get(org.id, tool.id) == tool
+        assert await uow.actions.get(org.id, action.id) == action
+        assert await uow.flows.get(org.id, flow.id) == flow
+        assert await uow.users.get(org.id, user.id) == user
+        assert await uow.api_keys.get(org.id, key.id) == key
+        assert await uow.execution_logs.get(org.id, log.id) == log
+        assert await uow.audit.get(org.id, event.id) == event
+    loaded = tool.created_at
+    assert loaded.tzinfo is not None and loaded.utcoffset() == timedelta(0)
+
+
+async def test_every_method_is_scoped_by_organization(uow_factory) -> None:
+    a, b = await _new_org(uow_factory), await _new_org(uow_factory)
+    tool = _tool(a.id)
+    async with uow_factory() as uow:
+        await uow.tools.add(tool)
+        await uow.commit()
+    async with uow_factory() as uow:
+        assert await uow.tools.get(b.id, tool.id) is None
+        assert await uow.tools.list(b.id, Page()) == []
+        assert await uow.tools.delete(b.id, tool.id) is False
+        # an update carrying another org id touches nothing
+        await uow.tools.update(dataclasses.replace(tool, org_id=b.id, name="stolen"))
+        await uow.commit()
+    async with uow_factory(read_only=True) as uow:
+        assert await uow.tools.get(a.id, tool.id) == tool
+
+
+async def test_changes_are_kept_only_on_commit(uow_factory) -> None:
+    org = await _new_org(uow_factory)
+    tool = _tool(org.id)
+    async with uow_factory() as uow:
+        await uow.tools.add(tool)  # no commit
+    async with uow_factory() as uow:
+        await uow.tools.add(tool)
+        await uow.rollback()
+    with pytest.raises(RuntimeError):
+        async with uow_factory() as uow:
+            await uow.tools.add(tool)
+            raise RuntimeError("boom")
+    async with uow_factory(read_only=True) as uow:
+        assert await uow.tools.get(org.id, tool.id) is None
+
+
+async def test_update_and_delete(uow_factory) -> None:
+    org = await _new_org(uow_factory)
+    flow = _flow(org.id)
+    async with uow_factory() as uow:
+        await uow.flows.add(flow)
+        await uow.commit()
+    later = flow.changed(now=clock.now() + timedelta(seconds=1), steps=[], name="Renamed")
+    assert later.version == 2
+    async with uow_factory() as uow:
+        await uow.flows.update(later)
+        await uow.commit()
+    async with uow_factory() as uow:
+        stored = await uow.flows.get(org.id, flow.id)
+        assert stored == later and stored.created_at == flow.created_at
+        assert await uow.flows.delete(org.id, flow.id) is True
+        await uow.commit()
+    async with uow_factory(read_only=True) as uow:
+        assert await uow.flows.get(org.id, flow.id) is None
+
+
+async def test_unique_keys_per_organization(uow_factory) -> None:
+    a, b = await _new_org(uow_factory), await _new_org(uow_factory)
+    async with uow_factory() as uow:
+        await uow.tools.add(_tool(a.id, "github"))
+        await uow.tools.add(_tool(b.id, "github"))  # same key, other org: fine
+        await uow.commit()
+    with pytest.raises(Conflict) as caught:
+        async with uow_factory() as uow:
+            await uow.tools.add(_tool(a.id, "github"))
+    assert [(e.field, e.code) for e in caught.value.errors] == [("key", "already_exists")]
+    with pytest.raises(Conflict) as caught:
+        async with uow_factory() as uow:
+            await uow.users.add(_user(a.id, "x@example.com"))
+            await uow.users.add(_user(a.id, "x@example.com"))
+    assert caught.value.errors[0].field == "email"
+
+
+async def test_the_database_refuses_links_across_organizations(uow_factory) -> None:
+    """Even past the use-cases, an action cannot point at another tenant's tool."""
+    a, b = await _new_org(uow_factory), await _new_org(uow_factory)
+    tool = _tool(a.id)
+    async with uow_factory() as uow:
+        await uow.tools.add(tool)
+        await uow.commit()
+    with pytest.raises(InvalidReference):
+        async with uow_factory() as uow:
+            await uow.actions.add(_action(b.id, tool.id))
+    flow = _flow(a.id)
+    async with uow_factory() as uow:
+        await uow.flows.add(flow)
+        await uow.commit()
+    log = ExecutionLog.build(
+        id=new_id("log"), now=clock.now(), org_id=b.id, user_id=None, flow_id=flow.id,
+        execution_id="e", step_key="s", status=None, inputs={}, outputs=None, error=None,
+    )  # fmt: skip
+    with pytest.raises(InvalidReference):
+        async with uow_factory() as uow:
+            await uow.execution_logs.add(log)
+
+
+async def test_a_tool_with_actions_cannot_be_deleted_but_an_organization_takes_everything(
+    uow_factory,
+) -> None:
+    org = await _new_org(uow_factory)
+    tool, flow, user = _tool(org.id), _flow(org.id), _user(org.id)
+    async with uow_factory() as uow:
+        await uow.tools.add(tool)
+        await uow.actions.add(_action(org.id, tool.id))
+        await uow.flows.add(flow)
+        await uow.users.add(user)
+        await uow.commit()
+    with pytest.raises(InvalidReference):
+        async with uow_factory() as uow:
+            await uow.tools.delete(org.id, tool.id)
+    async with uow_factory() as uow:
+        assert await uow.organizations.delete(org.id) is True
+        await uow.commit()
+    async with uow_factory(read_only=True) as uow:
+        assert await uow.organizations.get(org.id) is None
+        assert await uow.tools.get(org.id, tool.id) is None
+        assert await uow.actions.list(org.id, Page()) == []
+        assert await uow.flows.get(org.id, flow.id) is None
+        assert await uow.users.get(org.id, user.id) is None
+
+
+async def test_deleting_a_user_keeps_their_execution_logs(uow_factory) -> None:
+    org = await _new_org(uow_factory)
+    flow, user = _flow(org.id), _user(org.id)
+    log = ExecutionLog.build(
+        id=new_id("log"), now=clock.now(), org_id=org.id, user_id=user.id, flow_id=flow.id,
+        execution_id="e", step_key="s", status="completed", inputs={}, outputs={"ok": True}, error=None,
+    )  # fmt: skip
+    async with uow_factory() as uow:
+        await uow.flows.add(flow)
+        await uow.users.add(user)
+        await uow.execution_logs.add(log)
+        await uow.commit()
+    async with uow_factory() as uow:
+        await uow.users.delete(org.id, user.id)
+        await uow.commit()
+    async with uow_factory(read_only=True) as uow:
+        kept = await uow.execution_logs.get(org.id, log.id)
+    assert kept == dataclasses.replace(log, user_id=None)
+
+
+async def test_list_is_newest_first_with_filters_and_pages(uow_factory) -> None:
+    org = await _new_org(uow_factory)
+    base = datetime(2030, 1, 1, tzinfo=UTC)
+    tools = [
+        dataclasses.replace(_tool(org.id, f"t{i}"), created_at=base + timedelta(seconds=i)) for i in range(5)
+    ]
+    async with uow_factory() as uow:
+        for tool in tools:
+            await uow.tools.add(tool)
+        await uow.commit()
+    async with uow_factory(read_only=True) as uow:
+        listed = await uow.tools.list(org.id, Page(limit=2, offset=1))
+        assert [t.key for t in listed] == ["t3", "t2"]
+        assert [t.key for t in await uow.tools.list(org.id, Page(), {"key": "t4"})] == ["t4"]
+        with pytest.raises(ValueError):
+            await uow.tools.list(org.id, Page(), {"base_url": "x"})
+
+
+async def test_api_key_resolution_answers_owner_and_membership(uow_factory) -> None:
+    a, b = await _new_org(uow_factory), await _new_org(uow_factory)
+    user_a, user_b = _user(a.id), _user(b.id)
+    key = ApiKey.build(
+        id=new_id("key"), now=clock.now(), org_id=a.id, name=None, prefix="tsk_x", key_hash=new_id("hash")
+    )
+    async with uow_factory() as uow:
+        await uow.users.add(user_a)
+        await uow.users.add(user_b)
+        await uow.api_keys.add(key)
+        await uow.commit()
+    async with uow_factory(read_only=True) as uow:
+        owner = await uow.api_keys.resolve(key.key_hash, None)
+        assert (owner.api_key_id, owner.org_id, owner.revoked) == (key.id, a.id, False)
+        assert (await uow.api_keys.resolve(key.key_hash, user_a.id)).user_in_org is True
+        assert (await uow.api_keys.resolve(key.key_hash, user_b.id)).user_in_org is False
+        assert (await uow.api_keys.resolve(key.key_hash, "usr_nobody")).user_in_org is False
+        assert await uow.api_keys.resolve("no-such-hash", None) is None
+    async with uow_factory() as uow:
+        await uow.api_keys.update(key.revoke(clock.now()))
+        await uow.commit()
+    async with uow_factory(read_only=True) as uow:
+        assert (await uow.api_keys.resolve(key.key_hash, None)).revoked is True
+
+
+async def test_counts(uow_factory) -> None:
+    async with uow_factory(read_only=True) as uow:
+        before = await uow.organizations.count()
+    await _new_org(uow_factory)
+    async with uow_factory(read_only=True) as uow:
+        assert await uow.organizations.count() == before + 1

@@ -1,0 +1,80 @@
+"""Shared fixtures: databases (SQLite and a throw-away PostgreSQL database) and live servers.
+
+Servers and databases are created once per test session and shared; tests keep out of each
+other's way by working in organizations of their own.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
+
+import pytest
+
+from adapters.persistence.migrate import upgrade
+from tests.support import ADMIN_TOKEN, Api, LiveServer, new_org, throwaway_postgres_database
+
+BACKENDS = ["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)]
+
+
+@pytest.fixture(scope="session")
+def sqlite_url(tmp_path_factory: pytest.TempPathFactory) -> str:
+    return f"sqlite:///{tmp_path_factory.mktemp('sqlite') / 'tolstoy.db'}"
+
+
+@pytest.fixture(scope="session")
+def postgres_url() -> Iterator[str]:
+    with throwaway_postgres_database() as url:
+        yield url
+
+
+@pytest.fixture(scope="session", params=BACKENDS)
+def database_url(request: pytest.FixtureRequest) -> str:
+    """A migrated database of each kind; tests using it run once per backend."""
+    url = request.getfixturevalue(f"{request.param}_url")
+    upgrade(url)
+    return url
+
+
+@pytest.fixture(scope="session")
+async def uow_factory(database_url: str) -> AsyncIterator[object]:
+    from adapters.persistence.engine import create_engine
+    from adapters.persistence.unit_of_work import SqlUnitOfWorkFactory
+
+    engine = create_engine(database_url)
+    yield SqlUnitOfWorkFactory(engine)
+    await engine.dispose()
+
+
+def make_settings(database_url: str, data_dir: Path, **extra: object):
+    from entrypoints.settings import Settings
+
+    return Settings(
+        _env_file=None,
+        DATABASE_URL=database_url,
+        TOLSTOY_DATA_DIR=str(data_dir),
+        TOLSTOY_ADMIN_TOKEN=ADMIN_TOKEN,
+        **extra,
+    )
+
+
+@pytest.fixture(scope="session")
+def server(database_url: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[LiveServer]:
+    """Tolstoy over a real socket on 127.0.0.1, once per backend."""
+    from entrypoints.container import build_container
+    from entrypoints.rest.app import create_app
+
+    settings = make_settings(database_url, tmp_path_factory.mktemp("data"), TOLSTOY_MAX_BODY_BYTES=64 * 1024)
+    with LiveServer(create_app(build_container(settings))) as live:
+        yield live
+
+
+@pytest.fixture
+def org(server: LiveServer) -> Api:
+    """A fresh organization on the shared server, with its API key."""
+    return new_org(server.url, "Test Org")
+
+
+@pytest.fixture
+def admin(server: LiveServer) -> Api:
+    return Api(server.url, ADMIN_TOKEN)
