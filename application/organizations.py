@@ -86,13 +86,16 @@ class Organizations:
                 await uow.commit()
         return updated
 
-    async def delete(self, caller: Caller, org_id: str) -> None:
+    async def delete(self, caller: Caller, org_id: str) -> Organization:
+        """Deletes the organization and everything it owns; answers what was deleted."""
         self._visible(caller, org_id)
         self._auth.require_admin(caller)
         async with self._uow() as uow:
-            if not await uow.organizations.delete(org_id):
+            org = await uow.organizations.get(org_id)
+            if org is None or not await uow.organizations.delete(org_id):
                 raise NotFound("Organization", org_id)
             await uow.commit()
+        return org
 
     @staticmethod
     def _tenant(caller: Caller) -> TenantContext:

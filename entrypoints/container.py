@@ -27,7 +27,9 @@ def tolstoy_version() -> str:
 
 
 def _engine(settings: Settings) -> AsyncEngine:
-    return create_engine(settings.database, pool_size=settings.db_pool_size, max_overflow=settings.db_max_overflow)
+    return create_engine(
+        settings.database, pool_size=settings.db_pool_size, max_overflow=settings.db_max_overflow
+    )
 
 
 def _redis_probe(settings: Settings) -> RedisProbe | None:

@@ -47,9 +47,11 @@ async def update_organization(
     return json(p.organization(org))
 
 
-@organizations.delete("/{org_id}", status_code=204, summary="Delete with everything it owns (admin token)")
-async def delete_organization(request: Request, caller: AnyCaller, org_id: str) -> None:
-    await _c(request).organizations().delete(caller, org_id)
+@organizations.delete(
+    "/{org_id}", response_model=s.OrganizationOut, summary="Delete with everything it owns (admin token)"
+)
+async def delete_organization(request: Request, caller: AnyCaller, org_id: str) -> JSONBytes:
+    return json(p.organization(await _c(request).organizations().delete(caller, org_id)))
 
 
 # --- API keys -------------------------------------------------------------------------------------

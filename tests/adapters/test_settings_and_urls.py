@@ -1,0 +1,89 @@
+"""Configuration: env var names from the contract, and the database URLs people paste."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from pydantic import ValidationError
+
+from adapters.persistence.engine import normalize_url
+from entrypoints.settings import Settings
+
+
+@pytest.mark.parametrize(
+    ("raw", "driver", "query"),
+    [
+        ("postgres://u:p@h/db", "postgresql+asyncpg", {}),
+        (
+            "postgresql://u:p@h:6543/db?sslmode=require&channel_binding=require",
+            "postgresql+asyncpg",
+            {"ssl": "require"},
+        ),
+        ("postgresql://u@h/db?pgbouncer=true&connection_limit=1", "postgresql+asyncpg", {}),
+        ("postgresql+asyncpg://u@h/db?ssl=verify-full", "postgresql+asyncpg", {"ssl": "verify-full"}),
+        ("sqlite:///tmp/x.db", "sqlite+aiosqlite", {}),
+    ],
+)
+def test_database_urls_are_normalized(raw: str, driver: str, query: dict) -> None:
+    url = normalize_url(raw)
+    assert url.drivername == driver and dict(url.query) == query
+
+
+def test_unsupported_schemes_are_refused_clearly() -> None:
+    with pytest.raises(ValueError, match="mysql"):
+        normalize_url("mysql://u@h/db")
+
+
+def test_settings_read_the_contract_names(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    for name, value in {
+        "DATABASE_URL": "postgresql://u@h/db",
+        "DIRECT_URL": "postgresql://u@direct/db",
+        "REDIS_URL": "redis://127.0.0.1:6379/0",
+        "TOLSTOY_DATA_DIR": str(tmp_path),
+        "TOLSTOY_ADMIN_TOKEN": "t0ken",
+        "PORT": "8080",
+        "GRPC_PORT": "9090",
+        "LOG_LEVEL": "WARNING",
+        "NODE_ENV": "production",
+    }.items():
+        monkeypatch.setenv(name, value)
+    settings = Settings(_env_file=None)
+    assert settings.port == 8080 and settings.grpc_port == 9090 and settings.log_level == "warning"
+    assert settings.environment == "production" and settings.data_dir == tmp_path
+    assert settings.admin_token.get_secret_value() == "t0ken" and "t0ken" not in repr(settings)
+    assert not settings.embedded and settings.migration_database == "postgresql://u@direct/db"
+    assert settings.migrate_on_start is False
+    monkeypatch.setenv("TOLSTOY_ENV", "staging")
+    assert Settings(_env_file=None).environment == "staging"
+
+
+def test_embedded_defaults(monkeypatch: pytest.MonkeyPatch) -> None:
+    for name in (
+        "DATABASE_URL",
+        "DIRECT_URL",
+        "REDIS_URL",
+        "PORT",
+        "GRPC_PORT",
+        "TOLSTOY_DATA_DIR",
+        "NODE_ENV",
+        "TOLSTOY_ENV",
+    ):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("DATABASE_URL", "  ")  # blank means unset
+    settings = Settings(_env_file=None)
+    assert settings.embedded and settings.migrate_on_start
+    assert settings.database.startswith("sqlite+aiosqlite:///") and settings.database.endswith(
+        ".tolstoy/tolstoy.db"
+    )
+    assert (settings.port, settings.grpc_port, settings.max_body_bytes) == (3000, 50051, 1024 * 1024)
+
+
+def test_bad_settings_fail_with_the_variable_named(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("PORT", "seventy")
+    with pytest.raises(ValidationError, match="PORT"):
+        Settings(_env_file=None)
+    monkeypatch.setenv("PORT", "3000")
+    monkeypatch.setenv("LOG_LEVEL", "chatty")
+    with pytest.raises(ValidationError, match="LOG_LEVEL"):
+        Settings(_env_file=None)
