@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import re
 from typing import Any
 from urllib.parse import urlsplit
@@ -61,6 +62,8 @@ def text(
         problems.add(field, f"Expected string, received {type_name(value)}", "invalid_type")
         return ""
     value = value.strip()
+    if "\x00" in value:
+        problems.add(field, f"{field} must not contain NUL characters", "invalid_string")
     if required and not value:
         problems.add(field, f"{field} must not be empty", "too_small")
     elif len(value) > max_len:
@@ -113,12 +116,41 @@ def email(problems: Problems, field: str, value: Any) -> str:
     return value.lower()
 
 
+DOCUMENT_DEPTH_MAX = 64
+
+
+def _document(problems: Problems, field: str, value: Any, depth: int = 0) -> None:
+    """Stored JSON must be portable: finite numbers, no NUL characters, bounded nesting."""
+    if depth > DOCUMENT_DEPTH_MAX:
+        problems.add(field, f"Nested deeper than {DOCUMENT_DEPTH_MAX} levels", "too_big")
+    elif isinstance(value, str):
+        if "\x00" in value:
+            problems.add(field, "Strings must not contain NUL characters", "invalid_string")
+    elif isinstance(value, float):
+        if not math.isfinite(value):
+            problems.add(field, "Numbers must be finite", "invalid_type")
+    elif isinstance(value, dict):
+        for key, item in value.items():
+            if not isinstance(key, str) or "\x00" in key:
+                problems.add(
+                    f"{field}.{key}", "Keys must be strings without NUL characters", "invalid_string"
+                )
+            else:
+                _document(problems, f"{field}.{key}", item, depth + 1)
+    elif isinstance(value, list):
+        for index, item in enumerate(value):
+            _document(problems, f"{field}.{index}", item, depth + 1)
+    elif value is not None and not isinstance(value, bool | int):
+        problems.add(field, f"Not a JSON value: {type_name(value)}", "invalid_type")
+
+
 def json_object(problems: Problems, field: str, value: Any, *, default: dict | None = None) -> dict:
     if value is None:
         return dict(default or {})
     if not isinstance(value, dict):
         problems.add(field, f"Expected object, received {type_name(value)}", "invalid_type")
         return {}
+    _document(problems, field, value)
     return value
 
 
@@ -128,6 +160,7 @@ def json_list(problems: Problems, field: str, value: Any) -> list:
     if not isinstance(value, list):
         problems.add(field, f"Expected array, received {type_name(value)}", "invalid_type")
         return []
+    _document(problems, field, value)
     return value
 
 

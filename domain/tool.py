@@ -43,7 +43,7 @@ def _headers(p: Problems, v: Any) -> dict[str, str]:
             p.add(f"headers.{name}", "Invalid header name", "invalid_string")
         if not isinstance(value, str):
             p.add(f"headers.{name}", f"Expected string, received {rules.type_name(value)}", "invalid_type")
-        elif len(value) > HEADER_VALUE_MAX or "\n" in value or "\r" in value:
+        elif len(value) > HEADER_VALUE_MAX or any(c in value for c in "\r\n\x00"):
             p.add(f"headers.{name}", "Header value too long or contains a line break", "invalid_string")
     return headers
 

@@ -18,6 +18,12 @@ from domain.organization import Organization
 E = TypeVar("E")
 
 
+def _storable(*values: Any) -> bool:
+    """No stored text contains NUL (the domain refuses it, PostgreSQL cannot hold it), so a
+    lookup by such a value matches nothing; asking the database would only raise."""
+    return not any(isinstance(v, str) and "\x00" in v for v in values)
+
+
 class _Rows(Generic[E]):
     def __init__(self, conn: AsyncConnection, table: Table, entity: type[E], resource: str) -> None:
         self._conn = conn
@@ -55,6 +61,8 @@ class SqlTenantRepository(_Rows[E]):
         await self._write(insert(self._table).values(self._values(entity)))
 
     async def get(self, org_id: str, entity_id: str) -> E | None:
+        if not _storable(org_id, entity_id):
+            return None
         t = self._table
         row = (await self._conn.execute(select(t).where(t.c.org_id == org_id, t.c.id == entity_id))).first()
         return None if row is None else self._from_row(row)
@@ -66,6 +74,8 @@ class SqlTenantRepository(_Rows[E]):
             if name not in self._filterable:
                 raise ValueError(f"{self._resource} cannot be filtered by {name}")
             query = query.where(t.c[name] == value)
+        if not _storable(org_id, *(filters or {}).values()):
+            return []
         query = query.order_by(t.c.created_at.desc(), t.c.id.desc()).limit(page.limit).offset(page.offset)
         return [self._from_row(row) for row in await self._conn.execute(query)]
 
@@ -77,6 +87,8 @@ class SqlTenantRepository(_Rows[E]):
         await self._write(update(t).where(t.c.org_id == org_id, t.c.id == entity_id).values(values))
 
     async def delete(self, org_id: str, entity_id: str) -> bool:
+        if not _storable(org_id, entity_id):
+            return False
         t = self._table
         result = await self._write(delete(t).where(t.c.org_id == org_id, t.c.id == entity_id))
         return result.rowcount > 0
@@ -85,6 +97,8 @@ class SqlTenantRepository(_Rows[E]):
 class SqlApiKeyRepository(SqlTenantRepository[E]):
     async def resolve(self, key_hash: str, user_id: str | None) -> KeyOwner | None:
         k, u = tables.api_keys, tables.users
+        if not _storable(user_id):
+            user_id = "\ufffd"  # no such user: the membership answer is simply "no"
         if user_id is None:
             user_in_org: Any = False
             query = select(k.c.id, k.c.org_id, k.c.revoked_at)
@@ -107,6 +121,8 @@ class SqlOrganizationRepository(_Rows[Organization]):
         await self._write(insert(self._table).values(self._values(org)))
 
     async def get(self, org_id: str) -> Organization | None:
+        if not _storable(org_id):
+            return None
         t = self._table
         row = (await self._conn.execute(select(t).where(t.c.id == org_id))).first()
         return None if row is None else self._from_row(row)
@@ -124,5 +140,7 @@ class SqlOrganizationRepository(_Rows[Organization]):
         await self._write(update(t).where(t.c.id == org.id).values(name=org.name, updated_at=org.updated_at))
 
     async def delete(self, org_id: str) -> bool:
+        if not _storable(org_id):
+            return False
         t = self._table
         return (await self._write(delete(t).where(t.c.id == org_id))).rowcount > 0

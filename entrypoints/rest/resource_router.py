@@ -13,6 +13,7 @@ from entrypoints.rest.deps import Paging, Tenant
 from entrypoints.rest.presenters import snake
 from entrypoints.rest.responses import JSONBytes, json
 from entrypoints.rest.schemas import ErrorOut
+from entrypoints.rest.strict_json import StrictJSONRoute
 
 ERRORS: dict[int | str, dict[str, Any]] = {
     code: {"model": ErrorOut} for code in (400, 401, 403, 404, 409, 413)
@@ -42,7 +43,7 @@ def changes_of(body: BaseModel) -> dict[str, Any]:
 
 
 def resource_router(spec: ResourceSpec) -> APIRouter:
-    router = APIRouter(prefix=spec.path, tags=[spec.tag], responses=ERRORS)
+    router = APIRouter(prefix=spec.path, tags=[spec.tag], responses=ERRORS, route_class=StrictJSONRoute)
     present = spec.present
     Create, Update, Filters = spec.create, spec.update, spec.filters
 

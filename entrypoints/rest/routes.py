@@ -10,6 +10,7 @@ from entrypoints.rest import schemas as s
 from entrypoints.rest.deps import AnyCaller, Paging, Tenant
 from entrypoints.rest.resource_router import ERRORS, ResourceSpec, fields_of
 from entrypoints.rest.responses import JSONBytes, json
+from entrypoints.rest.strict_json import StrictJSONRoute
 
 
 def _c(request: Request):
@@ -18,7 +19,9 @@ def _c(request: Request):
 
 # --- organizations (admin token, or an organization's own key) ---------------------------------
 
-organizations = APIRouter(prefix="/organizations", tags=["Organizations"], responses=ERRORS)
+organizations = APIRouter(
+    prefix="/organizations", tags=["Organizations"], responses=ERRORS, route_class=StrictJSONRoute
+)
 
 
 @organizations.get(
@@ -56,7 +59,7 @@ async def delete_organization(request: Request, caller: AnyCaller, org_id: str) 
 
 # --- API keys -------------------------------------------------------------------------------------
 
-api_keys = APIRouter(prefix="/api-keys", tags=["API keys"], responses=ERRORS)
+api_keys = APIRouter(prefix="/api-keys", tags=["API keys"], responses=ERRORS, route_class=StrictJSONRoute)
 
 
 @api_keys.get("", response_model=list[s.ApiKeyOut], summary="List keys (prefix only)")
@@ -84,7 +87,7 @@ async def revoke_api_key(request: Request, ctx: Tenant, key_id: str) -> JSONByte
 
 # --- audit trail ----------------------------------------------------------------------------------
 
-audit = APIRouter(prefix="/audit-events", tags=["Audit"], responses=ERRORS)
+audit = APIRouter(prefix="/audit-events", tags=["Audit"], responses=ERRORS, route_class=StrictJSONRoute)
 
 
 class AuditFilters(BaseModel):
@@ -103,7 +106,7 @@ async def list_audit_events(
 
 # --- health (no auth, no tenant headers, no secrets) ----------------------------------------------
 
-health = APIRouter(tags=["Health"])
+health = APIRouter(tags=["Health"], route_class=StrictJSONRoute)
 
 
 @health.get("/health", summary="Liveness for load balancers")

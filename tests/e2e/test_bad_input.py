@@ -180,3 +180,41 @@ def test_finished_execution_logs_cannot_change_status(org) -> None:
         == 200
     )
     assert_seed_error(org.put(f"/execution-logs/{log['id']}", json={"status": "completed"}), 409)
+
+
+@pytest.mark.parametrize(
+    "raw",
+    [
+        b'{"name": "t", "baseUrl": "https://x.io", "options": {"a": NaN}}',
+        b'{"name": "t", "baseUrl": "https://x.io", "options": {"a": -Infinity}}',
+        b'{"name": "t", "baseUrl": "https://x.io", "options": {"a": 1e400}}',
+        b'{"name": "\\ud800", "baseUrl": "https://x.io"}',
+        b"[" * 5000 + b"]" * 5000,
+        b"\xff\xfe{}",
+    ],
+    ids=["nan", "infinity", "overflow", "lone-surrogate", "deep-nesting", "not-utf8"],
+)
+def test_json_that_no_database_can_store_is_malformed(org, raw) -> None:
+    response = org.post("/tools", content=raw, headers={"Content-Type": "application/json"})
+    errors = assert_seed_error(response, 400)
+    assert errors[0]["code"] == "invalid_json"
+
+
+@pytest.mark.parametrize(
+    ("body", "field"),
+    [
+        ({"name": "nul\u0000", "baseUrl": "https://x.io"}, "name"),
+        ({"name": "t", "baseUrl": "https://x.io", "options": {"a": ["ok", "nul\u0000"]}}, "options.a.1"),
+        ({"name": "t", "baseUrl": "https://x.io", "options": {"k\u0000": 1}}, "options.k\u0000"),
+    ],
+)
+def test_nul_characters_are_refused_by_field(org, body, field) -> None:
+    errors = assert_seed_error(org.post("/tools", json=body), 400)
+    assert fields(errors) == {field: "invalid_string"}
+
+
+def test_nul_characters_in_ids_and_filters_match_nothing(org) -> None:
+    assert_seed_error(org.get("/tools/a%00b"), 404)
+    assert_seed_error(org.delete("/flows/a%00b"), 404)
+    assert org.get("/tools", params={"key": "a\u0000"}).json() == []
+    assert_seed_error(org.get("/organizations/x%00"), 404)
