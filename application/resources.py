@@ -19,7 +19,7 @@ from domain.execution_log import ExecutionLog
 from domain.flow import Flow
 from domain.ids import new_id
 from domain.organization import User
-from domain.rules import UNSET, slugify
+from domain.rules import slugify
 from domain.tool import Action, Tool
 
 E = TypeVar("E", bound=Entity)
@@ -80,7 +80,7 @@ class TenantResources(Generic[E]):
             if updated is not current:
                 await self._check_references(uow, updated, current)
                 await type(self).repository(uow).update(updated)
-                changed = sorted(k for k, v in changes.items() if v is not UNSET)
+                changed = sorted(k for k in changes if getattr(updated, k) != getattr(current, k))
                 await uow.audit.add(
                     audit_event(ctx, f"{self.kind}.updated", self.kind, entity_id, now, fields=changed)
                 )

@@ -9,7 +9,7 @@ from typing import Any, ClassVar, Self
 from domain import rules
 from domain.entity import Entity, Validator
 from domain.errors import Conflict
-from domain.rules import UNSET, Problems
+from domain.rules import Problems
 
 STARTED = "started"
 LOG_STATUSES = (STARTED, "completed", "failed", "skipped")
@@ -48,8 +48,8 @@ class ExecutionLog(Entity):
         return self.status != STARTED
 
     def changed(self, *, now: datetime, **changes: Any) -> Self:
-        """A finished step run is history: its status may only move forward from 'started'."""
-        status = changes.get("status", UNSET)
-        if status is not UNSET and status != self.status and self.finished:
-            raise Conflict(f"Execution log is already '{self.status}' and cannot become '{status}'")
-        return Entity.changed(self, now=now, **changes)
+        """A finished step run is history: once it left 'started', nothing about it changes."""
+        updated = Entity.changed(self, now=now, **changes)
+        if updated is not self and self.finished:
+            raise Conflict(f"Execution log is already '{self.status}'; a finished step run cannot change")
+        return updated

@@ -90,7 +90,7 @@ class Parameter:
             fail(f"String must contain at least {_num(self.min)} character(s)", "too_small")
         if self.max is not None and len(value) > self.max:
             fail(f"String must contain at most {_num(self.max)} character(s)", "too_big")
-        if self.email and not _EMAIL.match(value):
+        if self.email and not _EMAIL.fullmatch(value):
             fail("Invalid email", "invalid_string")
         if self.url and not _is_url(value):
             fail("Invalid url", "invalid_string")
@@ -181,7 +181,7 @@ def _parameter(
     for key in sorted(set(item) - _KEYS):
         problems.add(f"{where}.{key}", f"Unknown parameter property '{key}'", "unrecognized_keys")
     name = item.get("name")
-    if not isinstance(name, str) or not _NAME.match(name):
+    if not isinstance(name, str) or not _NAME.fullmatch(name):
         problems.add(
             f"{where}.name",
             "name is required: a letter or '_' then up to 63 letters, digits, '_' or '-'",

@@ -81,7 +81,7 @@ def slug(problems: Problems, field: str, value: Any) -> str:
     if not isinstance(value, str):
         problems.add(field, f"Expected string, received {type_name(value)}", "invalid_type")
         return ""
-    if not _KEY_RE.match(value):
+    if not _KEY_RE.fullmatch(value):
         problems.add(
             field,
             f"{field} must be 1-{KEY_MAX} lowercase letters, digits, '-' or '_', starting with a letter or digit",
@@ -111,7 +111,7 @@ def http_url(problems: Problems, field: str, value: Any) -> str:
 
 def email(problems: Problems, field: str, value: Any) -> str:
     value = text(problems, field, value, max_len=320)
-    if value and not _EMAIL_RE.match(value):
+    if value and not _EMAIL_RE.fullmatch(value):
         problems.add(field, "Invalid email", "invalid_string")
     return value.lower()
 

@@ -30,7 +30,7 @@ class TemplateError(ValidationFailed):
 
 
 def _path(expression: str, where: str) -> list[str]:
-    match = _PATH.match(expression)
+    match = _PATH.fullmatch(expression)
     if not match:
         raise TemplateError(
             where, f"Invalid placeholder '{{{{{expression.strip()[:80]}}}}}'", "invalid_template"

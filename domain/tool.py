@@ -29,8 +29,10 @@ def _method(p: Problems, v: Any) -> str:
 
 def _endpoint(p: Problems, v: Any) -> str:
     value = rules.text(p, "endpoint", v, max_len=rules.URL_MAX)
-    if value and not value.startswith("/"):
-        p.add("endpoint", "endpoint must be a path starting with '/'", "invalid_string")
+    # "//host/x" is a network-path reference: joined to the base URL it would leave the tool's host
+    # (and take the tool's credentials along), so an endpoint is a path and nothing else.
+    if value and (not value.startswith("/") or value.startswith("//") or "\\" in value):
+        p.add("endpoint", "endpoint must be a path starting with a single '/'", "invalid_string")
     return value
 
 
@@ -39,7 +41,7 @@ def _headers(p: Problems, v: Any) -> dict[str, str]:
     if len(headers) > HEADERS_MAX:
         p.add("headers", f"At most {HEADERS_MAX} headers", "too_big")
     for name, value in headers.items():
-        if not _HEADER_NAME.match(name):
+        if not isinstance(name, str) or not _HEADER_NAME.fullmatch(name):
             p.add(f"headers.{name}", "Invalid header name", "invalid_string")
         if not isinstance(value, str):
             p.add(f"headers.{name}", f"Expected string, received {rules.type_name(value)}", "invalid_type")

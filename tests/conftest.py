@@ -36,12 +36,19 @@ def database_url(request: pytest.FixtureRequest) -> str:
     return url
 
 
-@pytest.fixture(scope="session")
-async def uow_factory(database_url: str) -> AsyncIterator[object]:
+@pytest.fixture(scope="session", params=["memory", *BACKENDS])
+async def uow_factory(request: pytest.FixtureRequest) -> AsyncIterator[object]:
+    """Units of work on each database, and on the in-memory fake: one contract for all three."""
     from adapters.persistence.engine import create_engine
     from adapters.persistence.unit_of_work import SqlUnitOfWorkFactory
+    from tests.fakes.memory import MemoryStore, MemoryUnitOfWorkFactory
 
-    engine = create_engine(database_url)
+    if request.param == "memory":
+        yield MemoryUnitOfWorkFactory(MemoryStore())
+        return
+    url = request.getfixturevalue(f"{request.param}_url")
+    upgrade(url)
+    engine = create_engine(url)
     yield SqlUnitOfWorkFactory(engine)
     await engine.dispose()
 

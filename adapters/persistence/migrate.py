@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 from alembic import command
@@ -24,8 +26,19 @@ def alembic_config(url: str | None = None) -> Config:
 
 
 def upgrade(url: str, revision: str = "head") -> None:
-    """Upgrade the database at ``url``. Call from synchronous code (it runs its own event loop)."""
-    command.upgrade(alembic_config(url), revision)
+    """Upgrade the database at ``url``. Alembic runs its own event loop, so when this thread
+    already has one running, the upgrade runs in a worker thread (and this call waits)."""
+
+    def run() -> None:
+        command.upgrade(alembic_config(url), revision)
+
+    try:
+        asyncio.get_running_loop()
+    except RuntimeError:
+        run()
+        return
+    with ThreadPoolExecutor(max_workers=1) as pool:
+        pool.submit(run).result()
 
 
 def head_revision() -> str:

@@ -1,0 +1,287 @@
+"""In-memory persistence that keeps the promises of the SQL adapter (adapters/persistence).
+
+A unit of work writes to a private copy of the committed tables and records its writes. Commit
+puts the copy in place of the committed tables; if another unit of work committed meanwhile, the
+recorded writes are replayed on the newer tables instead, so nothing committed is lost and every
+constraint is checked again. Leaving without commit discards the copy. A read-only unit of work
+reads the committed tables and autocommits each write, like the SQL adapter's AUTOCOMMIT
+connection. Entities are copied on the way in and out, as rows are.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Callable, Mapping
+from copy import deepcopy
+from types import TracebackType
+from typing import Any, Self
+
+from application.ports import KeyOwner, Page
+from domain.errors import Conflict, FieldError, InvalidReference
+
+Tables = dict[str, dict[str, Any]]  # table -> id -> entity
+
+RESOURCES = {
+    "organizations": "Organization",
+    "users": "User",
+    "api_keys": "ApiKey",
+    "tools": "Tool",
+    "actions": "Action",
+    "flows": "Flow",
+    "execution_logs": "ExecutionLog",
+    "audit": "AuditEvent",
+}
+FILTERABLE = {
+    "users": frozenset({"email"}),
+    "api_keys": frozenset(),
+    "tools": frozenset({"key", "auth_type"}),
+    "actions": frozenset({"tool_id", "key", "method"}),
+    "flows": frozenset({"name"}),
+    "execution_logs": frozenset({"flow_id", "execution_id", "step_key", "status", "user_id"}),
+    "audit": frozenset({"action", "resource_type", "resource_id"}),
+}
+UNIQUE_IN_ORG = {"users": "email", "tools": "key", "actions": "key"}  # (org_id, column)
+# (child, column, parent, parent must be of the child's organization, on delete)
+FOREIGN_KEYS = (
+    ("actions", "tool_id", "tools", True, "restrict"),
+    ("execution_logs", "flow_id", "flows", True, "cascade"),
+    ("execution_logs", "user_id", "users", False, "set null"),
+)
+# Every tenant table references organizations ON DELETE CASCADE. Children come before their
+# parents, so removing an organization's rows in this order never meets a restricting reference.
+OWNED_BY_ORGANIZATION = ("execution_logs", "audit", "actions", "api_keys", "tools", "flows", "users")
+
+
+def _broken_reference() -> InvalidReference:
+    return InvalidReference("id", "A referenced object does not exist in this organization")
+
+
+def _duplicate(table: str, column: str | None = None) -> Conflict:
+    resource = RESOURCES[table].lower()
+    if column is None:  # the primary key, or api_keys.key_hash: unique across organizations
+        return Conflict(f"This {resource} conflicts with an existing one")
+    message = f"A {resource} with this {column} already exists in the organization"
+    return Conflict(message, [FieldError(column, message, "already_exists")])
+
+
+def _exists(tables: Tables, table: str, row_id: Any, org_id: str | None) -> bool:
+    row = tables[table].get(row_id)
+    return row is not None and (org_id is None or row.org_id == org_id)
+
+
+def _check(tables: Tables, table: str, row: Any) -> None:
+    """The constraints of one row about to be written, unique ones first as the databases do."""
+    others = [other for other in tables[table].values() if other.id != row.id]
+    column = UNIQUE_IN_ORG.get(table)
+    if column and any(o.org_id == row.org_id and getattr(o, column) == getattr(row, column) for o in others):
+        raise _duplicate(table, column)
+    if table == "api_keys" and any(o.key_hash == row.key_hash for o in others):
+        raise _duplicate(table)
+    if table != "organizations" and row.org_id not in tables["organizations"]:
+        raise _broken_reference()
+    for child, column, parent, same_org, _ in FOREIGN_KEYS:
+        value = getattr(row, column) if child == table else None
+        if value is not None and not _exists(tables, parent, value, row.org_id if same_org else None):
+            raise _broken_reference()
+
+
+def _insert(tables: Tables, table: str, row: Any) -> None:
+    if row.id in tables[table]:
+        raise _duplicate(table)
+    _check(tables, table, row)
+    tables[table][row.id] = row
+
+
+def _update(tables: Tables, table: str, row: Any) -> None:
+    """UPDATE … WHERE [org_id = :org AND] id = :id: no matching row, nothing happens."""
+    old = tables[table].get(row.id)
+    if old is None or (table != "organizations" and old.org_id != row.org_id):
+        return
+    if table == "organizations":  # the SQL adapter writes only these two columns
+        new = dataclasses.replace(old, name=row.name, updated_at=row.updated_at)
+    else:
+        new = dataclasses.replace(row, created_at=old.created_at)
+    _check(tables, table, new)
+    tables[table][row.id] = new
+
+
+def _delete(tables: Tables, table: str, org_id: str | None, row_id: str) -> bool:
+    """DELETE … WHERE [org_id = :org AND] id = :id, with the schema's ON DELETE rules."""
+    row = tables[table].get(row_id)
+    if row is None or (org_id is not None and row.org_id != org_id):
+        return False
+    if table == "organizations":
+        for child in OWNED_BY_ORGANIZATION:
+            for owned in [r for r in tables[child].values() if r.org_id == row_id]:
+                _remove(tables, child, owned)
+    _remove(tables, table, row)
+    return True
+
+
+def _remove(tables: Tables, table: str, row: Any) -> None:
+    referring = [
+        (child, column, on_delete, other)
+        for child, column, parent, same_org, on_delete in FOREIGN_KEYS
+        if parent == table
+        for other in tables[child].values()
+        if getattr(other, column) == row.id and (not same_org or other.org_id == row.org_id)
+    ]
+    if any(on_delete == "restrict" for _, _, on_delete, _ in referring):
+        raise _broken_reference()  # checked before any change: the statement changes nothing
+    del tables[table][row.id]
+    for child, column, on_delete, other in referring:
+        if on_delete == "cascade":
+            _remove(tables, child, other)
+        else:
+            tables[child][other.id] = dataclasses.replace(other, **{column: None})
+
+
+def _newest_first(rows: list[Any], page: Page) -> list[Any]:
+    rows = sorted(rows, key=lambda r: (r.created_at, r.id), reverse=True)
+    return [deepcopy(r) for r in rows[page.offset : page.offset + page.limit]]
+
+
+class MemoryStore:
+    """The committed data, shared by every unit of work of one factory."""
+
+    def __init__(self) -> None:
+        self.tables: Tables = {table: {} for table in RESOURCES}
+        self.version = 0
+
+    def copy(self) -> Tables:
+        return {table: dict(rows) for table, rows in self.tables.items()}
+
+    def replace(self, tables: Tables) -> None:
+        self.tables = tables
+        self.version += 1
+
+
+class _Repository:
+    def __init__(self, uow: MemoryUnitOfWork, table: str) -> None:
+        self._uow, self._table = uow, table
+
+    def _rows(self) -> dict[str, Any]:
+        return self._uow._tables()[self._table]
+
+    async def add(self, entity: Any) -> None:
+        self._uow._write(_insert, self._table, deepcopy(entity))
+
+    async def update(self, entity: Any) -> None:
+        self._uow._write(_update, self._table, deepcopy(entity))
+
+    async def count(self) -> int:
+        return len(self._rows())
+
+
+class MemoryTenantRepository(_Repository):
+    async def get(self, org_id: str, entity_id: str) -> Any | None:
+        row = self._rows().get(entity_id)
+        return deepcopy(row) if row is not None and row.org_id == org_id else None
+
+    async def list(self, org_id: str, page: Page, filters: Mapping[str, Any] | None = None) -> list[Any]:
+        filters = dict(filters or {})
+        for name in filters:
+            if name not in FILTERABLE[self._table]:
+                raise ValueError(f"{RESOURCES[self._table]} cannot be filtered by {name}")
+        rows = [
+            row
+            for row in self._rows().values()
+            if row.org_id == org_id and all(getattr(row, k) == v for k, v in filters.items())
+        ]
+        return _newest_first(rows, page)
+
+    async def delete(self, org_id: str, entity_id: str) -> bool:
+        return self._uow._write(_delete, self._table, org_id, entity_id)
+
+
+class MemoryApiKeyRepository(MemoryTenantRepository):
+    async def resolve(self, key_hash: str, user_id: str | None) -> KeyOwner | None:
+        key = next((k for k in self._rows().values() if k.key_hash == key_hash), None)
+        if key is None:
+            return None
+        member = user_id is not None and _exists(self._uow._tables(), "users", user_id, key.org_id)
+        return KeyOwner(key.id, key.org_id, key.revoked_at is not None, member)
+
+
+class MemoryOrganizationRepository(_Repository):
+    async def get(self, org_id: str) -> Any | None:
+        return deepcopy(self._rows().get(org_id))
+
+    async def list(self, page: Page, only_id: str | None = None) -> list[Any]:
+        return _newest_first([o for o in self._rows().values() if only_id in (None, o.id)], page)
+
+    async def delete(self, org_id: str) -> bool:
+        return self._uow._write(_delete, self._table, None, org_id)
+
+
+class MemoryUnitOfWork:
+    def __init__(self, store: MemoryStore, read_only: bool) -> None:
+        self._store, self._read_only = store, read_only
+        self._active = False
+        self._work: Tables = {}
+        self._writes: list[tuple[Callable[..., Any], tuple[Any, ...]]] = []
+        self._version = store.version
+        self.organizations = MemoryOrganizationRepository(self, "organizations")
+        self.api_keys = MemoryApiKeyRepository(self, "api_keys")
+        self.users = MemoryTenantRepository(self, "users")
+        self.tools = MemoryTenantRepository(self, "tools")
+        self.actions = MemoryTenantRepository(self, "actions")
+        self.flows = MemoryTenantRepository(self, "flows")
+        self.execution_logs = MemoryTenantRepository(self, "execution_logs")
+        self.audit = MemoryTenantRepository(self, "audit")
+
+    async def __aenter__(self) -> Self:
+        self._begin()
+        self._active = True
+        return self
+
+    async def __aexit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        self._active, self._work, self._writes = False, {}, []
+
+    async def commit(self) -> None:
+        tables = self._tables()
+        if self._read_only:
+            return
+        try:
+            if self._store.version != self._version:  # someone committed since we began
+                tables = self._store.copy()
+                for write, args in self._writes:
+                    write(tables, *args)
+            self._store.replace(tables)
+        finally:
+            self._begin()
+
+    async def rollback(self) -> None:
+        self._tables()
+        self._begin()
+
+    def _begin(self) -> None:
+        self._version = self._store.version
+        self._work = {} if self._read_only else self._store.copy()
+        self._writes = []
+
+    def _tables(self) -> Tables:
+        if not self._active:
+            raise RuntimeError("Use the unit of work inside 'async with'")
+        return self._store.tables if self._read_only else self._work
+
+    def _write(self, write: Callable[..., Any], *args: Any) -> Any:
+        tables = self._tables()
+        if self._read_only:  # AUTOCOMMIT: each statement is committed on its own
+            tables = self._store.copy()
+        result = write(tables, *args)
+        if self._read_only:
+            self._store.replace(tables)
+        else:
+            self._writes.append((write, args))
+        return result
+
+
+class MemoryUnitOfWorkFactory:
+    def __init__(self, store: MemoryStore | None = None) -> None:
+        self.store = store if store is not None else MemoryStore()
+
+    def __call__(self, *, read_only: bool = False) -> MemoryUnitOfWork:
+        return MemoryUnitOfWork(self.store, read_only)
