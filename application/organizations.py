@@ -7,7 +7,7 @@ from typing import Any
 
 from application.ports import Clock, Page, UnitOfWorkFactory
 from application.resources import TenantResources, audit_event
-from application.tenancy import Authenticator, Caller, TenantContext, generate_api_key
+from application.tenancy import Authenticator, Caller, KeyOwnerCache, TenantContext, generate_api_key
 from domain.audit import AuditEvent
 from domain.errors import NotFound, PermissionDenied
 from domain.ids import new_id
@@ -95,6 +95,7 @@ class Organizations:
             if org is None or not await uow.organizations.delete(org_id):
                 raise NotFound("Organization", org_id)
             await uow.commit()
+        self._auth.cache.clear()  # its keys are gone: they stop working at once
         return org
 
     @staticmethod
@@ -115,6 +116,12 @@ class ApiKeys(TenantResources[ApiKey]):
     entity, resource, kind, id_prefix = ApiKey, "ApiKey", "api_key", "key"
     repository = staticmethod(lambda uow: uow.api_keys)
 
+    def __init__(
+        self, uow_factory: UnitOfWorkFactory, clock: Clock, key_cache: KeyOwnerCache | None = None
+    ) -> None:
+        super().__init__(uow_factory, clock)
+        self._key_cache = key_cache
+
     async def issue(self, ctx: TenantContext, *, name: Any) -> IssuedKey:
         now = self._clock.now()
         issued = _issue_key(ctx, name, now)
@@ -133,6 +140,8 @@ class ApiKeys(TenantResources[ApiKey]):
                 await uow.api_keys.update(revoked)
                 await uow.audit.add(audit_event(ctx, "api_key.revoked", "api_key", key_id, now))
                 await uow.commit()
+        if self._key_cache is not None:
+            self._key_cache.clear()  # revoked keys stop working at once
         return revoked
 
 

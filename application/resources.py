@@ -11,7 +11,7 @@ from collections.abc import Callable, Mapping
 from typing import Any, ClassVar, Generic, TypeVar
 
 from application.ports import Clock, Page, TenantRepository, UnitOfWork, UnitOfWorkFactory
-from application.tenancy import TenantContext
+from application.tenancy import KeyOwnerCache, TenantContext
 from domain.audit import AuditEvent
 from domain.entity import Entity
 from domain.errors import Conflict, InvalidReference, NotFound
@@ -132,6 +132,18 @@ async def _must_exist(
 class Users(TenantResources[User]):
     entity, resource, kind, id_prefix = User, "User", "user", "usr"
     repository = staticmethod(lambda uow: uow.users)
+
+    def __init__(
+        self, uow_factory: UnitOfWorkFactory, clock: Clock, key_cache: KeyOwnerCache | None = None
+    ) -> None:
+        super().__init__(uow_factory, clock)
+        self._key_cache = key_cache
+
+    async def delete(self, ctx: TenantContext, entity_id: str) -> User:
+        deleted = await super().delete(ctx, entity_id)
+        if self._key_cache is not None:
+            self._key_cache.clear()  # a deleted user may no longer act through X-User-ID
+        return deleted
 
 
 class Tools(TenantResources[Tool]):

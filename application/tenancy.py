@@ -5,9 +5,11 @@ from __future__ import annotations
 import hashlib
 import hmac
 import secrets
+import time
+from collections.abc import Callable
 from dataclasses import dataclass
 
-from application.ports import UnitOfWorkFactory
+from application.ports import KeyOwner, UnitOfWorkFactory
 from domain.errors import PermissionDenied, Unauthenticated
 
 API_KEY_PREFIX = "tsk_"
@@ -59,6 +61,41 @@ def _bearer(authorization: str | None) -> str:
     return token
 
 
+class KeyOwnerCache:
+    """Recently resolved API keys, so that most requests skip a database round trip.
+
+    In this process a change that can withdraw access (a key revoked, a user or an organization
+    deleted) clears the cache at once. Other processes of the same deployment see it when their
+    entries expire, after at most ``ttl_seconds``; 0 turns the cache off.
+    """
+
+    MAX_ENTRIES = 10_000
+
+    def __init__(self, ttl_seconds: float, clock: Callable[[], float] = time.monotonic) -> None:
+        self._ttl = ttl_seconds
+        self._clock = clock
+        self._entries: dict[tuple[str, str | None], tuple[float, KeyOwner]] = {}
+
+    def get(self, key_hash: str, user_id: str | None) -> KeyOwner | None:
+        entry = self._entries.get((key_hash, user_id))
+        if entry is None:
+            return None
+        if entry[0] < self._clock():
+            self._entries.pop((key_hash, user_id), None)
+            return None
+        return entry[1]
+
+    def put(self, key_hash: str, user_id: str | None, owner: KeyOwner) -> None:
+        if self._ttl <= 0:
+            return
+        if len(self._entries) >= self.MAX_ENTRIES:
+            self._entries.pop(next(iter(self._entries)))  # the oldest insertion goes first
+        self._entries[(key_hash, user_id)] = (self._clock() + self._ttl, owner)
+
+    def clear(self) -> None:
+        self._entries.clear()
+
+
 class Authenticator:
     """Turns transport credentials (REST headers, gRPC metadata) into a caller.
 
@@ -66,9 +103,12 @@ class Authenticator:
     must be that organization; ``X-User-ID`` must be one of its users.
     """
 
-    def __init__(self, uow_factory: UnitOfWorkFactory, admin_token: str | None) -> None:
+    def __init__(
+        self, uow_factory: UnitOfWorkFactory, admin_token: str | None, cache: KeyOwnerCache | None = None
+    ) -> None:
         self._uow = uow_factory
         self._admin_token = admin_token.encode() if admin_token else None
+        self.cache = cache or KeyOwnerCache(0)
 
     def _is_admin_token(self, token: str) -> bool:
         return self._admin_token is not None and hmac.compare_digest(token.encode(), self._admin_token)
@@ -97,8 +137,13 @@ class Authenticator:
 
     async def _resolve(self, token: str, org_header: str | None, user_header: str | None) -> TenantContext:
         user_id = user_header.strip() if user_header and user_header.strip() else None
-        async with self._uow(read_only=True) as uow:
-            owner = await uow.api_keys.resolve(hash_api_key(token), user_id)
+        key_hash = hash_api_key(token)
+        owner = self.cache.get(key_hash, user_id)
+        if owner is None:
+            async with self._uow(read_only=True) as uow:
+                owner = await uow.api_keys.resolve(key_hash, user_id)
+            if owner is not None and not owner.revoked:
+                self.cache.put(key_hash, user_id, owner)
         if owner is None or owner.revoked:
             raise Unauthenticated("Invalid or revoked API key")
         if org_header is not None and org_header.strip() and org_header.strip() != owner.org_id:

@@ -8,13 +8,13 @@ from dependency_injector import containers, providers
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from adapters.clock import SystemClock
-from adapters.persistence.engine import create_engine
+from adapters.persistence.engine import create_engine, create_read_pool
 from adapters.persistence.unit_of_work import SqlDatabaseProbe, SqlUnitOfWorkFactory
 from adapters.redis_probe import RedisProbe
 from application.health import SystemStatus
 from application.organizations import ApiKeys, AuditTrail, Organizations
 from application.resources import Actions, ExecutionLogs, Flows, Tools, Users
-from application.tenancy import Authenticator
+from application.tenancy import Authenticator, KeyOwnerCache
 from entrypoints.admin_token import resolve_admin_token
 from entrypoints.settings import Settings
 
@@ -27,8 +27,18 @@ def tolstoy_version() -> str:
 
 
 def _engine(settings: Settings) -> AsyncEngine:
+    """Writers: transactions, half the pool (writes are the rarer and shorter work)."""
+    size = max(2, settings.db_pool_size // 2)
+    return create_engine(settings.database, pool_size=size, max_overflow=settings.db_max_overflow)
+
+
+def _read_engine(settings: Settings) -> AsyncEngine:
+    """Readers: connections in autocommit from birth."""
     return create_engine(
-        settings.database, pool_size=settings.db_pool_size, max_overflow=settings.db_max_overflow
+        settings.database,
+        pool_size=settings.db_pool_size,
+        max_overflow=settings.db_max_overflow,
+        read_only=True,
     )
 
 
@@ -41,16 +51,21 @@ class Container(containers.DeclarativeContainer):
 
     clock = providers.Singleton(SystemClock)
     engine = providers.Singleton(_engine, settings)
-    uow_factory = providers.Singleton(SqlUnitOfWorkFactory, engine)
+    read_engine = providers.Singleton(_read_engine, settings)
+    read_pool = providers.Singleton(
+        create_read_pool, settings.provided.database, settings.provided.db_pool_size
+    )
+    uow_factory = providers.Singleton(SqlUnitOfWorkFactory, engine, read_engine, read_pool)
     database_probe = providers.Singleton(SqlDatabaseProbe, engine)
     cache_probe = providers.Singleton(_redis_probe, settings)
     admin_token = providers.Singleton(resolve_admin_token, settings)
 
-    authenticator = providers.Singleton(Authenticator, uow_factory, admin_token)
+    key_cache = providers.Singleton(KeyOwnerCache, settings.provided.auth_cache_seconds)
+    authenticator = providers.Singleton(Authenticator, uow_factory, admin_token, key_cache)
     organizations = providers.Singleton(Organizations, uow_factory, clock, authenticator)
-    api_keys = providers.Singleton(ApiKeys, uow_factory, clock)
+    api_keys = providers.Singleton(ApiKeys, uow_factory, clock, key_cache)
     audit_trail = providers.Singleton(AuditTrail, uow_factory, clock)
-    users = providers.Singleton(Users, uow_factory, clock)
+    users = providers.Singleton(Users, uow_factory, clock, key_cache)
     tools = providers.Singleton(Tools, uow_factory, clock)
     actions = providers.Singleton(Actions, uow_factory, clock)
     flows = providers.Singleton(Flows, uow_factory, clock)
@@ -71,6 +86,10 @@ async def close_container(container: Container) -> None:
     probe = container.cache_probe()
     if probe is not None:
         await probe.close()
+    pool = container.read_pool()
+    if pool is not None:
+        await pool.close()
+    await container.read_engine().dispose()
     await container.engine().dispose()
 
 

@@ -24,8 +24,9 @@ class Settings(BaseSettings):
     log_level: str = Field("info", validation_alias="LOG_LEVEL")
     environment: str = Field("development", validation_alias=AliasChoices("TOLSTOY_ENV", "NODE_ENV"))
     max_body_bytes: int = Field(1024 * 1024, validation_alias="TOLSTOY_MAX_BODY_BYTES", ge=1)
-    db_pool_size: int = Field(10, validation_alias="DATABASE_POOL_SIZE", ge=1)
-    db_max_overflow: int = Field(10, validation_alias="DATABASE_MAX_OVERFLOW", ge=0)
+    db_pool_size: int = Field(20, validation_alias="DATABASE_POOL_SIZE", ge=1)
+    db_max_overflow: int = Field(0, validation_alias="DATABASE_MAX_OVERFLOW", ge=0)
+    auth_cache_seconds: float = Field(10.0, validation_alias="TOLSTOY_AUTH_CACHE_SECONDS", ge=0)
     auto_migrate: bool | None = Field(None, validation_alias="TOLSTOY_AUTO_MIGRATE")
 
     @field_validator("database_url", "direct_url", "redis_url", mode="before")

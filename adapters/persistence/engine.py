@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import asyncio
 import uuid
 from pathlib import Path
 from typing import Any
 
+import asyncpg
+import orjson
 from sqlalchemy import event
 from sqlalchemy.engine import URL, make_url
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
@@ -37,12 +40,23 @@ def _behind_pgbouncer(raw: str) -> bool:
     return make_url(raw).query.get("pgbouncer") in ("true", "1")
 
 
+def _json_dumps(value: Any) -> str:
+    return orjson.dumps(value).decode()
+
+
 def create_engine(
-    raw_url: str, *, pool_size: int = 10, max_overflow: int = 10, echo: bool = False
+    raw_url: str, *, pool_size: int = 10, max_overflow: int = 0, echo: bool = False, read_only: bool = False
 ) -> AsyncEngine:
+    """An engine for writers (transactions), or with ``read_only`` one whose connections are in
+    autocommit from birth: reads then cost one round trip each, and no per-checkout switching.
+
+    ``max_overflow`` defaults to 0: overflow connections are closed when they come back, so under
+    sustained load they are reopened again and again (a TLS handshake and type set-up each time);
+    a request waiting a moment for a pooled connection is cheaper.
+    """
     url = normalize_url(raw_url)
     if url.get_backend_name() == "sqlite":
-        return _sqlite_engine(url, echo)
+        return _sqlite_engine(url, echo, read_only)
     connect_args: dict[str, Any] = {"server_settings": {"application_name": "tolstoy"}}
     if _behind_pgbouncer(raw_url):
         # Transaction-mode poolers (PgBouncer, Neon's pooler) cannot keep prepared statements.
@@ -51,6 +65,7 @@ def create_engine(
             "prepared_statement_cache_size": 0,
             "prepared_statement_name_func": lambda: f"__tolstoy_{uuid.uuid4().hex}__",
         }
+    extra: dict[str, Any] = {"isolation_level": "AUTOCOMMIT"} if read_only else {}
     return create_async_engine(
         url,
         pool_size=pool_size,
@@ -59,13 +74,22 @@ def create_engine(
         pool_pre_ping=False,
         echo=echo,
         connect_args=connect_args,
+        json_serializer=_json_dumps,
+        json_deserializer=orjson.loads,
+        **extra,
     )
 
 
-def _sqlite_engine(url: URL, echo: bool) -> AsyncEngine:
+def _sqlite_engine(url: URL, echo: bool, read_only: bool) -> AsyncEngine:
     if url.database and url.database != ":memory:":
         Path(url.database).parent.mkdir(parents=True, exist_ok=True)
-    engine = create_async_engine(url, echo=echo, connect_args={"timeout": 30})
+    engine = create_async_engine(
+        url,
+        echo=echo,
+        connect_args={"timeout": 30},
+        json_serializer=_json_dumps,
+        json_deserializer=orjson.loads,
+    )
 
     @event.listens_for(engine.sync_engine, "connect")
     def _on_connect(dbapi_connection: Any, _record: Any) -> None:
@@ -81,6 +105,9 @@ def _sqlite_engine(url: URL, echo: bool) -> AsyncEngine:
             cursor.execute(pragma)
         cursor.close()
 
+    if read_only:
+        return engine  # the driver is in autocommit (isolation_level None) and nothing emits BEGIN
+
     @event.listens_for(engine.sync_engine, "begin")
     def _on_begin(conn: Any) -> None:
         # Writers take the write lock up front: a deferred transaction that reads and then
@@ -89,3 +116,61 @@ def _sqlite_engine(url: URL, echo: bool) -> AsyncEngine:
             conn.exec_driver_sql("BEGIN IMMEDIATE")
 
     return engine
+
+
+def asyncpg_dsn(raw_url: str) -> str:
+    """The URL as asyncpg's own DSN parser wants it (it would take unknown query keys as
+    server settings, so libpq-only and Prisma-only keys are dropped)."""
+    url = normalize_url(raw_url)
+    query = dict(url.query)
+    if "ssl" in query:
+        query["sslmode"] = query.pop("ssl")
+    return url.set(drivername="postgresql", query=query).render_as_string(hide_password=False)
+
+
+async def _no_session_state(_conn: asyncpg.Connection) -> None:
+    """Read connections only run autocommit SELECTs: they never SET, LISTEN, lock or open cursors,
+    so the default reset query (``RESET ALL; UNLISTEN *; CLOSE ALL; …``, one more round trip per
+    release) has nothing to undo. asyncpg still clears its own local state before calling this."""
+
+
+class ReadPool:
+    """An asyncpg pool for read-only units of work, opened on first use."""
+
+    def __init__(self, raw_url: str, size: int) -> None:
+        self._dsn = asyncpg_dsn(raw_url)
+        self._size = size
+        self._statement_cache = 0 if _behind_pgbouncer(raw_url) else 256
+        self._pool: asyncpg.Pool | None = None
+        self._lock = asyncio.Lock()
+
+    async def _open(self) -> asyncpg.Pool:
+        async with self._lock:
+            if self._pool is None:
+                self._pool = await asyncpg.create_pool(
+                    self._dsn,
+                    min_size=1,
+                    max_size=self._size,
+                    statement_cache_size=self._statement_cache,
+                    server_settings={"application_name": "tolstoy-read"},
+                    reset=_no_session_state,
+                )
+        return self._pool
+
+    async def acquire(self) -> asyncpg.Connection:
+        pool = self._pool or await self._open()
+        return await pool.acquire()
+
+    async def release(self, conn: asyncpg.Connection) -> None:
+        assert self._pool is not None
+        await self._pool.release(conn)
+
+    async def close(self) -> None:
+        if self._pool is not None:
+            await self._pool.close()
+            self._pool = None
+
+
+def create_read_pool(raw_url: str, size: int) -> ReadPool | None:
+    """A raw asyncpg read pool on PostgreSQL; None on SQLite (reads use the read engine there)."""
+    return ReadPool(raw_url, size) if normalize_url(raw_url).get_backend_name() == "postgresql" else None

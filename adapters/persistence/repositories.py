@@ -5,12 +5,12 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any, Generic, TypeVar
 
-from sqlalchemy import Table, delete, func, insert, select, update
+from sqlalchemy import Table, bindparam, delete, func, insert, select, update
 from sqlalchemy.exc import IntegrityError
-from sqlalchemy.ext.asyncio import AsyncConnection
 from sqlalchemy.sql import Executable
 
 from adapters.persistence import tables
+from adapters.persistence.executor import Executor
 from adapters.persistence.integrity import translate
 from application.ports import KeyOwner, Page
 from domain.organization import Organization
@@ -25,8 +25,8 @@ def _storable(*values: Any) -> bool:
 
 
 class _Rows(Generic[E]):
-    def __init__(self, conn: AsyncConnection, table: Table, entity: type[E], resource: str) -> None:
-        self._conn = conn
+    def __init__(self, db: Executor, table: Table, entity: type[E], resource: str) -> None:
+        self._db = db
         self._table = table
         self._entity = entity
         self._resource = resource
@@ -35,27 +35,41 @@ class _Rows(Generic[E]):
     def _values(self, entity: E) -> dict[str, Any]:
         return {column: getattr(entity, column) for column in self._columns}
 
-    def _from_row(self, row: Any) -> E:
-        return self._entity(**row._mapping)
+    def _from_row(self, row: Mapping[str, Any]) -> E:
+        return self._entity(**row)
 
-    async def _write(self, statement: Executable) -> Any:
+    async def _write(self, statement: Executable) -> int:
         try:
-            return await self._conn.execute(statement)
+            return await self._db.run(statement)
         except IntegrityError as exc:
             raise translate(exc, self._resource) from None
 
     async def count(self) -> int:
-        return (await self._conn.execute(select(func.count()).select_from(self._table))).scalar_one()
+        return await self._db.scalar(select(func.count()).select_from(self._table))
+
+
+_GET_BY_ID: dict[str, Any] = {}
+
+
+def _get_by_id(table: Table) -> Any:
+    """``SELECT … WHERE org_id = :org_id AND id = :id``, built once per table: the hottest read."""
+    statement = _GET_BY_ID.get(table.name)
+    if statement is None:
+        statement = _GET_BY_ID[table.name] = select(table).where(
+            table.c.org_id == bindparam("org_id"), table.c.id == bindparam("id")
+        )
+    return statement
 
 
 class SqlTenantRepository(_Rows[E]):
     """Every statement carries ``org_id = :org``: no method can reach another tenant's rows."""
 
     def __init__(
-        self, conn: AsyncConnection, table: Table, entity: type[E], resource: str, filterable: frozenset[str]
+        self, db: Executor, table: Table, entity: type[E], resource: str, filterable: frozenset[str]
     ) -> None:
-        super().__init__(conn, table, entity, resource)
+        super().__init__(db, table, entity, resource)
         self._filterable = filterable
+        self._get = _get_by_id(table)
 
     async def add(self, entity: E) -> None:
         await self._write(insert(self._table).values(self._values(entity)))
@@ -63,8 +77,7 @@ class SqlTenantRepository(_Rows[E]):
     async def get(self, org_id: str, entity_id: str) -> E | None:
         if not _storable(org_id, entity_id):
             return None
-        t = self._table
-        row = (await self._conn.execute(select(t).where(t.c.org_id == org_id, t.c.id == entity_id))).first()
+        row = await self._db.first(self._get, {"org_id": org_id, "id": entity_id})
         return None if row is None else self._from_row(row)
 
     async def list(self, org_id: str, page: Page, filters: Mapping[str, Any] | None = None) -> list[E]:
@@ -77,7 +90,7 @@ class SqlTenantRepository(_Rows[E]):
         if not _storable(org_id, *(filters or {}).values()):
             return []
         query = query.order_by(t.c.created_at.desc(), t.c.id.desc()).limit(page.limit).offset(page.offset)
-        return [self._from_row(row) for row in await self._conn.execute(query)]
+        return [self._from_row(row) for row in await self._db.all(query)]
 
     async def update(self, entity: E) -> None:
         t = self._table
@@ -90,8 +103,7 @@ class SqlTenantRepository(_Rows[E]):
         if not _storable(org_id, entity_id):
             return False
         t = self._table
-        result = await self._write(delete(t).where(t.c.org_id == org_id, t.c.id == entity_id))
-        return result.rowcount > 0
+        return await self._write(delete(t).where(t.c.org_id == org_id, t.c.id == entity_id)) > 0
 
 
 class SqlApiKeyRepository(SqlTenantRepository[E]):
@@ -106,16 +118,16 @@ class SqlApiKeyRepository(SqlTenantRepository[E]):
             # One round trip answers both questions: whose key is this, and is the user theirs.
             member = select(u.c.id).where(u.c.id == user_id, u.c.org_id == k.c.org_id).exists()
             query = select(k.c.id, k.c.org_id, k.c.revoked_at, member.label("user_in_org"))
-        row = (await self._conn.execute(query.where(k.c.key_hash == key_hash))).first()
+        row = await self._db.first(query.where(k.c.key_hash == key_hash))
         if row is None:
             return None
-        user_in_org = bool(row.user_in_org) if user_id is not None else False
-        return KeyOwner(row.id, row.org_id, row.revoked_at is not None, user_in_org)
+        user_in_org = bool(row["user_in_org"]) if user_id is not None else False
+        return KeyOwner(row["id"], row["org_id"], row["revoked_at"] is not None, user_in_org)
 
 
 class SqlOrganizationRepository(_Rows[Organization]):
-    def __init__(self, conn: AsyncConnection) -> None:
-        super().__init__(conn, tables.organizations, Organization, "Organization")
+    def __init__(self, db: Executor) -> None:
+        super().__init__(db, tables.organizations, Organization, "Organization")
 
     async def add(self, org: Organization) -> None:
         await self._write(insert(self._table).values(self._values(org)))
@@ -124,7 +136,7 @@ class SqlOrganizationRepository(_Rows[Organization]):
         if not _storable(org_id):
             return None
         t = self._table
-        row = (await self._conn.execute(select(t).where(t.c.id == org_id))).first()
+        row = await self._db.first(select(t).where(t.c.id == org_id))
         return None if row is None else self._from_row(row)
 
     async def list(self, page: Page, only_id: str | None = None) -> list[Organization]:
@@ -133,7 +145,7 @@ class SqlOrganizationRepository(_Rows[Organization]):
         if only_id is not None:
             query = query.where(t.c.id == only_id)
         query = query.order_by(t.c.created_at.desc(), t.c.id.desc()).limit(page.limit).offset(page.offset)
-        return [self._from_row(row) for row in await self._conn.execute(query)]
+        return [self._from_row(row) for row in await self._db.all(query)]
 
     async def update(self, org: Organization) -> None:
         t = self._table
@@ -143,4 +155,4 @@ class SqlOrganizationRepository(_Rows[Organization]):
         if not _storable(org_id):
             return False
         t = self._table
-        return (await self._write(delete(t).where(t.c.id == org_id))).rowcount > 0
+        return await self._write(delete(t).where(t.c.id == org_id)) > 0

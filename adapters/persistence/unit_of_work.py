@@ -6,10 +6,13 @@ import time
 from types import TracebackType
 from typing import Self
 
+import asyncpg
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from adapters.persistence import tables as t
+from adapters.persistence.engine import ReadPool
+from adapters.persistence.executor import AlchemyExecutor, AsyncpgExecutor, Executor
 from adapters.persistence.repositories import (
     SqlApiKeyRepository,
     SqlOrganizationRepository,
@@ -22,42 +25,63 @@ from domain.organization import ApiKey, User
 from domain.tool import Action, Tool
 
 
+def _tenant(table, entity, resource, *filterable):
+    return lambda conn: SqlTenantRepository(conn, table, entity, resource, frozenset(filterable))
+
+
+# How each repository of the unit of work is made; built only when a use-case asks for it.
+_REPOSITORIES = {
+    "organizations": SqlOrganizationRepository,
+    "users": _tenant(t.users, User, "User", "email"),
+    "api_keys": lambda db: SqlApiKeyRepository(db, t.api_keys, ApiKey, "ApiKey", frozenset()),
+    "tools": _tenant(t.tools, Tool, "Tool", "key", "auth_type"),
+    "actions": _tenant(t.actions, Action, "Action", "tool_id", "key", "method"),
+    "flows": _tenant(t.flows, Flow, "Flow", "name"),
+    "execution_logs": _tenant(
+        t.execution_logs,
+        ExecutionLog,
+        "ExecutionLog",
+        "flow_id",
+        "execution_id",
+        "step_key",
+        "status",
+        "user_id",
+    ),
+    "audit": _tenant(t.audit_events, AuditEvent, "AuditEvent", "action", "resource_type", "resource_id"),
+}
+
+
 class SqlUnitOfWork:
+    """A write unit of work is one transaction; a read-only one runs each statement on its own
+    (autocommit), which costs one round trip per read instead of three."""
+
     def __init__(self, engine: AsyncEngine, read_only: bool) -> None:
         self._engine = engine
         self._read_only = read_only
         self._conn: AsyncConnection | None = None
+        self._db: Executor | None = None
+        self._repositories: dict[str, object] = {}
+
+    def __getattr__(self, name: str) -> object:
+        make = _REPOSITORIES.get(name)
+        if make is None or self._db is None:
+            raise AttributeError(name)
+        repository = self._repositories[name] = make(self._db)
+        setattr(self, name, repository)
+        return repository
+
+    def _forget_repositories(self) -> None:
+        for name in self._repositories:
+            delattr(self, name)
+        self._repositories.clear()
+        self._db = None
 
     async def __aenter__(self) -> Self:
         conn = await self._engine.connect()
-        if self._read_only:
-            # No BEGIN/COMMIT round trips for reads.
-            conn = await conn.execution_options(isolation_level="AUTOCOMMIT")
-        else:
+        if not self._read_only:
             await conn.begin()
         self._conn = conn
-        self.organizations = SqlOrganizationRepository(conn)
-        self.users = SqlTenantRepository(conn, t.users, User, "User", frozenset({"email"}))
-        self.api_keys = SqlApiKeyRepository(conn, t.api_keys, ApiKey, "ApiKey", frozenset())
-        self.tools = SqlTenantRepository(conn, t.tools, Tool, "Tool", frozenset({"key", "auth_type"}))
-        self.actions = SqlTenantRepository(
-            conn, t.actions, Action, "Action", frozenset({"tool_id", "key", "method"})
-        )
-        self.flows = SqlTenantRepository(conn, t.flows, Flow, "Flow", frozenset({"name"}))
-        self.execution_logs = SqlTenantRepository(
-            conn,
-            t.execution_logs,
-            ExecutionLog,
-            "ExecutionLog",
-            frozenset({"flow_id", "execution_id", "step_key", "status", "user_id"}),
-        )
-        self.audit = SqlTenantRepository(
-            conn,
-            t.audit_events,
-            AuditEvent,
-            "AuditEvent",
-            frozenset({"action", "resource_type", "resource_id"}),
-        )
+        self._db = AlchemyExecutor(conn)
         return self
 
     async def __aexit__(
@@ -65,11 +89,12 @@ class SqlUnitOfWork:
     ) -> None:
         assert self._conn is not None
         try:
-            if self._conn.in_transaction():
+            if not self._read_only and self._conn.in_transaction():
                 await self._conn.rollback()
         finally:
             await self._conn.close()
             self._conn = None
+            self._forget_repositories()
 
     async def commit(self) -> None:
         assert self._conn is not None
@@ -80,12 +105,67 @@ class SqlUnitOfWork:
         await self._conn.rollback()
 
 
+class AsyncpgReadUnitOfWork(SqlUnitOfWork):
+    """Read-only, on PostgreSQL: the same repositories, executed straight on an asyncpg connection."""
+
+    def __init__(self, pool: ReadPool) -> None:
+        super().__init__(None, read_only=True)  # type: ignore[arg-type]
+        self._pool = pool
+        self._raw: asyncpg.Connection | None = None
+
+    async def __aenter__(self) -> Self:
+        self._raw = await self._pool.acquire()
+        self._db = AsyncpgExecutor(self._raw)
+        return self
+
+    async def __aexit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        try:
+            await self._pool.release(self._raw)
+        finally:
+            self._raw = None
+            self._forget_repositories()
+
+    async def commit(self) -> None:  # every statement of a read-only unit of work stands alone
+        return None
+
+    async def rollback(self) -> None:
+        return None
+
+
 class SqlUnitOfWorkFactory:
-    def __init__(self, engine: AsyncEngine) -> None:
+    """Writers use ``engine`` (transactions). Readers use ``read_pool`` (asyncpg, PostgreSQL) when
+    there is one, else ``read_engine`` (autocommit connections), else the writers' engine."""
+
+    def __init__(
+        self, engine: AsyncEngine, read_engine: AsyncEngine | None = None, read_pool: ReadPool | None = None
+    ) -> None:
         self.engine = engine
+        self.read_engine = read_engine or engine
+        self.read_pool = read_pool
 
     def __call__(self, *, read_only: bool = False) -> SqlUnitOfWork:
-        return SqlUnitOfWork(self.engine, read_only)
+        if not read_only:
+            return SqlUnitOfWork(self.engine, read_only=False)
+        if self.read_pool is not None:
+            return AsyncpgReadUnitOfWork(self.read_pool)
+        if self.read_engine is self.engine:
+            return _AutocommitOnSharedEngine(self.engine)
+        return SqlUnitOfWork(self.read_engine, read_only=True)
+
+
+class _AutocommitOnSharedEngine(SqlUnitOfWork):
+    """A read-only unit of work when there is only one engine: switch the connection to autocommit."""
+
+    def __init__(self, engine: AsyncEngine) -> None:
+        super().__init__(engine, read_only=True)
+
+    async def __aenter__(self) -> Self:
+        conn = await self._engine.connect()
+        self._conn = await conn.execution_options(isolation_level="AUTOCOMMIT")
+        self._db = AlchemyExecutor(self._conn)
+        return self
 
 
 class SqlDatabaseProbe:

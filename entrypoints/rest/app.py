@@ -12,6 +12,7 @@ from adapters.persistence.migrate import current_revision, head_revision, upgrad
 from entrypoints.container import Container, close_container, tolstoy_version
 from entrypoints.rest import errors, routes
 from entrypoints.rest.middleware import BodyLimit
+from entrypoints.rest.openapi import document_auth
 from entrypoints.rest.resource_router import resource_router
 
 log = logging.getLogger("tolstoy")
@@ -37,10 +38,10 @@ async def prepare_database(container: Container) -> None:
 
 def create_app(container: Container) -> FastAPI:
     @asynccontextmanager
-    async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         try:
             await prepare_database(container)
-            container.authenticator()  # resolve the admin token now, not on the first request
+            app.state.authenticator = container.authenticator()  # resolves the admin token now
             yield
         finally:
             await close_container(container)
@@ -54,6 +55,7 @@ def create_app(container: Container) -> FastAPI:
     )
     app.state.container = container
     errors.install(app)
+    document_auth(app)
     app.add_middleware(BodyLimit, max_bytes=container.settings().max_body_bytes)
     app.include_router(routes.health)
     app.include_router(routes.organizations)

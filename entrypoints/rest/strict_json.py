@@ -24,6 +24,8 @@ class StrictJSONRequest(Request):
 class StrictJSONRoute(APIRoute):
     def get_route_handler(self) -> Callable[[Request], Coroutine[Any, Any, Response]]:
         handler = super().get_route_handler()
+        if self.body_field is None:
+            return handler  # nothing to parse: no wrapper on the hot read paths
 
         async def strict(request: Request) -> Response:
             return await handler(StrictJSONRequest(request.scope, request.receive))

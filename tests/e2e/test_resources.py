@@ -139,4 +139,11 @@ def test_openapi_and_docs_are_served(server) -> None:
             "/api-keys",
         } <= set(spec["paths"])
         assert "/tools/{item_id}" in spec["paths"] and "put" in spec["paths"]["/tools/{item_id}"]
+        assert spec["components"]["securitySchemes"]["bearer"]["scheme"] == "bearer"
+        list_tools = spec["paths"]["/tools"]["get"]
+        assert list_tools["security"] == [{"bearer": []}]
+        assert {"X-Org-ID", "X-User-ID", "limit", "offset", "authType"} <= {
+            p["name"] for p in list_tools["parameters"]
+        }
+        assert "security" not in spec["paths"]["/health"]["get"]
         assert anonymous.get("/docs").status_code == 200

@@ -1,0 +1,1 @@
+"""Performance benchmarks. Not tests: nothing here is collected by pytest (see README.md)."""
