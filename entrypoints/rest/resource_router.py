@@ -9,7 +9,7 @@ from pydantic import BaseModel
 
 from application.resources import TenantResources
 from domain.rules import UNSET
-from entrypoints.rest.deps import Paging, Tenant
+from entrypoints.rest.deps import Paging, Tenant, tenant
 from entrypoints.rest.presenters import snake
 from entrypoints.rest.responses import JSONBytes, json
 from entrypoints.rest.schemas import ErrorOut
@@ -62,15 +62,15 @@ def resource_router(spec: ResourceSpec) -> APIRouter:
         return json(present(await service(request).create(ctx, **fields_of(body))), 201)
 
     @router.get("/{item_id}", response_model=spec.out, summary="Get by id")
-    async def get_item(request: Request, ctx: Tenant, item_id: str) -> JSONBytes:
-        return json(present(await service(request).get(ctx, item_id)))
+    async def get_item(request: Request, item_id: str) -> JSONBytes:
+        return json(present(await service(request).get(await tenant(request), item_id)))
 
     @router.put("/{item_id}", response_model=spec.out, summary="Update (only the fields sent change)")
     async def update_item(request: Request, ctx: Tenant, item_id: str, body: Update) -> JSONBytes:
         return json(present(await service(request).update(ctx, item_id, **changes_of(body))))
 
     @router.delete("/{item_id}", response_model=spec.out, summary="Delete; answers the deleted object")
-    async def delete_item(request: Request, ctx: Tenant, item_id: str) -> JSONBytes:
-        return json(present(await service(request).delete(ctx, item_id)))
+    async def delete_item(request: Request, item_id: str) -> JSONBytes:
+        return json(present(await service(request).delete(await tenant(request), item_id)))
 
     return router

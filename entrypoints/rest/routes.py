@@ -7,7 +7,7 @@ from pydantic import BaseModel
 
 from entrypoints.rest import presenters as p
 from entrypoints.rest import schemas as s
-from entrypoints.rest.deps import AnyCaller, Paging, Tenant
+from entrypoints.rest.deps import AnyCaller, Paging, Tenant, caller, tenant
 from entrypoints.rest.resource_router import ERRORS, ResourceSpec, fields_of
 from entrypoints.rest.responses import JSONBytes, json
 from entrypoints.rest.strict_json import StrictJSONRoute
@@ -27,34 +27,34 @@ organizations = APIRouter(
 @organizations.get(
     "", response_model=list[s.OrganizationOut], summary="List organizations (own only with an org key)"
 )
-async def list_organizations(request: Request, caller: AnyCaller, page: Paging) -> JSONBytes:
-    return json([p.organization(o) for o in await _c(request).organizations().list(caller, page)])
+async def list_organizations(request: Request, who: AnyCaller, page: Paging) -> JSONBytes:
+    return json([p.organization(o) for o in await _c(request).organizations().list(who, page)])
 
 
 @organizations.post("", status_code=201, response_model=s.OrganizationCreated, summary="Create (admin token)")
-async def create_organization(request: Request, caller: AnyCaller, body: s.OrganizationCreate) -> JSONBytes:
-    org, issued = await _c(request).organizations().create(caller, name=body.name)
+async def create_organization(request: Request, who: AnyCaller, body: s.OrganizationCreate) -> JSONBytes:
+    org, issued = await _c(request).organizations().create(who, name=body.name)
     return json({**p.organization(org), "apiKey": issued.plaintext}, 201)
 
 
 @organizations.get("/{org_id}", response_model=s.OrganizationOut)
-async def get_organization(request: Request, caller: AnyCaller, org_id: str) -> JSONBytes:
-    return json(p.organization(await _c(request).organizations().get(caller, org_id)))
+async def get_organization(request: Request, org_id: str) -> JSONBytes:
+    return json(p.organization(await _c(request).organizations().get(await caller(request), org_id)))
 
 
 @organizations.put("/{org_id}", response_model=s.OrganizationOut)
 async def update_organization(
-    request: Request, caller: AnyCaller, org_id: str, body: s.OrganizationUpdate
+    request: Request, who: AnyCaller, org_id: str, body: s.OrganizationUpdate
 ) -> JSONBytes:
-    org = await _c(request).organizations().update(caller, org_id, **fields_of(body))
+    org = await _c(request).organizations().update(who, org_id, **fields_of(body))
     return json(p.organization(org))
 
 
 @organizations.delete(
     "/{org_id}", response_model=s.OrganizationOut, summary="Delete with everything it owns (admin token)"
 )
-async def delete_organization(request: Request, caller: AnyCaller, org_id: str) -> JSONBytes:
-    return json(p.organization(await _c(request).organizations().delete(caller, org_id)))
+async def delete_organization(request: Request, org_id: str) -> JSONBytes:
+    return json(p.organization(await _c(request).organizations().delete(await caller(request), org_id)))
 
 
 # --- API keys -------------------------------------------------------------------------------------
@@ -76,13 +76,13 @@ async def create_api_key(request: Request, ctx: Tenant, body: s.ApiKeyCreate) ->
 
 
 @api_keys.get("/{key_id}", response_model=s.ApiKeyOut)
-async def get_api_key(request: Request, ctx: Tenant, key_id: str) -> JSONBytes:
-    return json(p.api_key(await _c(request).api_keys().get(ctx, key_id)))
+async def get_api_key(request: Request, key_id: str) -> JSONBytes:
+    return json(p.api_key(await _c(request).api_keys().get(await tenant(request), key_id)))
 
 
 @api_keys.delete("/{key_id}", response_model=s.ApiKeyOut, summary="Revoke; the key stops working at once")
-async def revoke_api_key(request: Request, ctx: Tenant, key_id: str) -> JSONBytes:
-    return json(p.api_key(await _c(request).api_keys().revoke(ctx, key_id)))
+async def revoke_api_key(request: Request, key_id: str) -> JSONBytes:
+    return json(p.api_key(await _c(request).api_keys().revoke(await tenant(request), key_id)))
 
 
 # --- audit trail ----------------------------------------------------------------------------------

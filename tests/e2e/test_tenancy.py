@@ -150,3 +150,21 @@ def test_x_user_id_is_recorded_as_the_actor(org) -> None:
     assert [e["action"] for e in events] == ["tool.deleted", "tool.updated", "tool.created"]
     assert {e["actorUserId"] for e in events} == {user["id"]}
     assert events[1]["details"] == {"fields": ["auth_type"]}
+
+
+@pytest.mark.parametrize(
+    ("method", "path", "body"),
+    [
+        ("POST", "/tools", {"name": 1}),
+        ("PUT", "/tools/anything", {"authType": "magic"}),
+        ("GET", "/tools?limit=abc", None),
+        ("POST", "/api-keys", {"name": 1}),
+        ("GET", "/audit-events?limit=0", None),
+        ("POST", "/organizations", {"name": 1}),
+        ("GET", "/organizations?offset=-1", None),
+    ],
+)
+def test_authentication_comes_before_validation(server, method, path, body) -> None:
+    """An anonymous caller learns nothing about the request shape: 401 first."""
+    response = Api(server.url, None).request(method, path, json=body)
+    assert response.status_code == 401, response.text
