@@ -1,0 +1,116 @@
+"""The API-key cache: fewer database round trips, never a withdrawn access that keeps working."""
+
+from __future__ import annotations
+
+import pytest
+
+from application.organizations import ApiKeys, Organizations
+from application.ports import KeyOwner
+from application.resources import Users
+from application.tenancy import Authenticator, KeyOwnerCache
+from domain.errors import PermissionDenied, Unauthenticated
+from tests.application.helpers import ADMIN, ADMIN_TOKEN, TickingClock
+from tests.fakes.memory import MemoryUnitOfWorkFactory
+
+OWNER = KeyOwner("key_1", "org_1", revoked=False, user_in_org=True)
+
+
+class FakeMonotonic:
+    def __init__(self) -> None:
+        self.now = 100.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+class CountingUow:
+    """Counts how many units of work the authenticator opens (each is a database round trip)."""
+
+    def __init__(self, inner: MemoryUnitOfWorkFactory) -> None:
+        self.inner, self.opened = inner, 0
+
+    def __call__(self, *, read_only: bool = False):
+        self.opened += 1
+        return self.inner(read_only=read_only)
+
+
+def test_entries_expire_after_the_ttl() -> None:
+    clock = FakeMonotonic()
+    cache = KeyOwnerCache(10, clock)
+    cache.put("h", None, OWNER)
+    clock.now += 9.9
+    assert cache.get("h", None) == OWNER
+    clock.now += 0.2
+    assert cache.get("h", None) is None
+
+
+def test_entries_are_per_key_and_user_and_bounded() -> None:
+    cache = KeyOwnerCache(10, FakeMonotonic())
+    cache.put("h", "usr_1", OWNER)
+    assert cache.get("h", None) is None and cache.get("h", "usr_2") is None
+    for i in range(KeyOwnerCache.MAX_ENTRIES + 5):
+        cache.put(f"k{i}", None, OWNER)
+    assert len(cache._entries) == KeyOwnerCache.MAX_ENTRIES
+    assert cache.get("k0", None) is None and cache.get(f"k{KeyOwnerCache.MAX_ENTRIES + 4}", None) == OWNER
+
+
+def test_a_zero_ttl_turns_the_cache_off() -> None:
+    cache = KeyOwnerCache(0, FakeMonotonic())
+    cache.put("h", None, OWNER)
+    assert cache.get("h", None) is None
+
+
+@pytest.fixture
+def wired(uow: MemoryUnitOfWorkFactory):
+    """The use-cases sharing one cache, as the container wires them."""
+    counting = CountingUow(uow)
+    cache = KeyOwnerCache(60)
+    auth = Authenticator(counting, ADMIN_TOKEN, cache)
+    clock = TickingClock()
+    return (
+        counting,
+        auth,
+        Organizations(uow, clock, auth),
+        ApiKeys(uow, clock, cache),
+        Users(uow, clock, cache),
+    )
+
+
+async def test_repeated_calls_hit_the_database_once(wired) -> None:
+    counting, auth, organizations, _, _ = wired
+    _, issued = await organizations.create(ADMIN, name="Acme")
+    for _ in range(5):
+        ctx = await auth.tenant(f"Bearer {issued.plaintext}", None, None)
+    assert counting.opened == 1 and ctx.api_key_id == issued.key.id
+
+
+async def test_revoking_a_key_withdraws_it_at_once(wired) -> None:
+    _, auth, organizations, api_keys, _ = wired
+    org, first = await organizations.create(ADMIN, name="Acme")
+    ctx = await auth.tenant(f"Bearer {first.plaintext}", None, None)
+    second = await api_keys.issue(ctx, name="spare")
+    await auth.tenant(f"Bearer {second.plaintext}", None, None)  # now cached
+    await api_keys.revoke(ctx, second.key.id)
+    with pytest.raises(Unauthenticated):
+        await auth.tenant(f"Bearer {second.plaintext}", None, None)
+    assert (await auth.tenant(f"Bearer {first.plaintext}", org.id, None)).org_id == org.id
+
+
+async def test_deleting_a_user_withdraws_their_x_user_id_at_once(wired) -> None:
+    _, auth, organizations, _, users = wired
+    _, issued = await organizations.create(ADMIN, name="Acme")
+    ctx = await auth.tenant(f"Bearer {issued.plaintext}", None, None)
+    user = await users.create(ctx, email="gone@example.com")
+    await auth.tenant(f"Bearer {issued.plaintext}", None, user.id)  # now cached
+    await users.delete(ctx, user.id)
+    with pytest.raises(PermissionDenied):
+        await auth.tenant(f"Bearer {issued.plaintext}", None, user.id)
+
+
+async def test_deleting_an_organization_withdraws_its_keys_at_once(wired) -> None:
+    _, auth, organizations, _, _ = wired
+    org, issued = await organizations.create(ADMIN, name="Acme")
+    await auth.tenant(f"Bearer {issued.plaintext}", None, None)  # now cached
+    await organizations.delete(ADMIN, org.id)
+    with pytest.raises(Unauthenticated):
+        await auth.tenant(f"Bearer {issued.plaintext}", None, None)
