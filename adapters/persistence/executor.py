@@ -109,6 +109,15 @@ class _Compiled:
             out.append(convert(value) if convert is not None and value is not None else value)
         return out
 
+    def named(self, params: Mapping[str, Any]) -> list[Any]:
+        """Arguments straight from named parameters (prebuilt statements have no literals)."""
+        out = []
+        for name in self.order:
+            value = params[name]
+            convert = self.bind.get(name)
+            out.append(convert(value) if convert is not None and value is not None else value)
+        return out
+
     def mapping(self, record: asyncpg.Record) -> dict[str, Any]:
         row: dict[str, Any] = {}
         for name, convert, value in zip(self.names, self.results, record.values(), strict=True):
@@ -120,7 +129,22 @@ _SHAPES: dict[Any, _Compiled] = {}
 _SHAPES_MAX = 2048
 
 
+_PREBUILT: dict[int, tuple[Executable, _Compiled]] = {}
+
+
+def prebuilt(statement: Executable) -> Executable:
+    """Mark a statement built once and kept for the life of the process, whose only parameters
+    are named ``bindparam()``s: it is compiled now, and calls skip cache-key generation."""
+    key = statement._generate_cache_key()
+    _PREBUILT[id(statement)] = (statement, _Compiled(statement, key))
+    return statement
+
+
 def _prepare(statement: Executable, params: Mapping[str, Any] | None) -> tuple[_Compiled, list[Any]]:
+    known = _PREBUILT.get(id(statement))
+    if known is not None and known[0] is statement and params is not None:
+        compiled = known[1]
+        return compiled, compiled.named(params)
     key = statement._generate_cache_key()
     if key is None:  # not cacheable: compile this one alone
         compiled = _Compiled(statement, None)

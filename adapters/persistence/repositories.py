@@ -10,7 +10,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.sql import Executable
 
 from adapters.persistence import tables
-from adapters.persistence.executor import Executor
+from adapters.persistence.executor import Executor, prebuilt
 from adapters.persistence.integrity import translate
 from application.ports import KeyOwner, Page
 from domain.organization import Organization
@@ -24,13 +24,23 @@ def _storable(*values: Any) -> bool:
     return not any(isinstance(v, str) and "\x00" in v for v in values)
 
 
+_COLUMNS: dict[str, tuple[str, ...]] = {}
+
+
+def _columns(table: Table) -> tuple[str, ...]:
+    found = _COLUMNS.get(table.name)
+    if found is None:
+        found = _COLUMNS[table.name] = tuple(table.c.keys())
+    return found
+
+
 class _Rows(Generic[E]):
     def __init__(self, db: Executor, table: Table, entity: type[E], resource: str) -> None:
         self._db = db
         self._table = table
         self._entity = entity
         self._resource = resource
-        self._columns = tuple(table.c.keys())
+        self._columns = _columns(table)
 
     def _values(self, entity: E) -> dict[str, Any]:
         return {column: getattr(entity, column) for column in self._columns}
@@ -55,8 +65,8 @@ def _get_by_id(table: Table) -> Any:
     """``SELECT … WHERE org_id = :org_id AND id = :id``, built once per table: the hottest read."""
     statement = _GET_BY_ID.get(table.name)
     if statement is None:
-        statement = _GET_BY_ID[table.name] = select(table).where(
-            table.c.org_id == bindparam("org_id"), table.c.id == bindparam("id")
+        statement = _GET_BY_ID[table.name] = prebuilt(
+            select(table).where(table.c.org_id == bindparam("org_id"), table.c.id == bindparam("id"))
         )
     return statement
 
