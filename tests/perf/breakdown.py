@@ -22,16 +22,9 @@ from typing import Any
 
 import orjson
 
-FLOW_STEPS = [
-    {
-        "key": f"step_{i}",
-        "type": "action",
-        "action": "http.request",
-        "inputs": {"url": f"https://example.invalid/api/{i}", "method": "POST", "body": {"n": i}},
-        "retry": {"attempts": 3, "backoffMs": 500},
-    }
-    for i in range(5)
-]
+from tests.perf.bench_rest import FLOW
+
+FLOW_STEPS = FLOW["steps"]  # the same flow as bench_rest.py
 
 
 def scope(path: str, headers: dict[str, str]) -> dict[str, Any]:
