@@ -18,6 +18,7 @@ from domain.errors import Conflict, InvalidReference, NotFound
 from domain.execution_log import ExecutionLog
 from domain.flow import Flow
 from domain.ids import new_id
+from domain.input_schema import PatternCompiler, parse_schema
 from domain.organization import User
 from domain.rules import slugify
 from domain.tool import Action, Tool
@@ -65,6 +66,7 @@ class TenantResources(Generic[E]):
         now = self._clock.now()
         fields = self._defaults(ctx, fields, None)
         entity = self.entity.build(id=new_id(self.id_prefix), now=now, org_id=ctx.org_id, **fields)
+        self._check(entity)
         async with self._uow() as uow:
             await self._check_references(uow, entity, None)
             await type(self).repository(uow).add(entity)
@@ -78,6 +80,7 @@ class TenantResources(Generic[E]):
             current = await self._load(uow, ctx, entity_id)
             updated = current.changed(now=now, **self._defaults(ctx, changes, current))
             if updated is not current:
+                self._check(updated)
                 await self._check_references(uow, updated, current)
                 await type(self).repository(uow).update(updated)
                 changed = sorted(k for k in changes if getattr(updated, k) != getattr(current, k))
@@ -106,6 +109,10 @@ class TenantResources(Generic[E]):
     def _defaults(self, ctx: TenantContext, fields: dict[str, Any], current: E | None) -> dict[str, Any]:
         """Values derived when the caller leaves them out. ``current`` is None on create."""
         return fields
+
+    def _check(self, entity: E) -> None:
+        """Rules beyond the entity's own fields that need a collaborator (after field validation)."""
+        return None
 
     async def _check_references(self, uow: UnitOfWork, entity: E, current: E | None) -> None:
         """References must point inside the entity's organization (checked after validation)."""
@@ -159,8 +166,19 @@ class Tools(TenantResources[Tool]):
 
 
 class Actions(TenantResources[Action]):
+    """Actions keep their inputSchema exactly as given, once it has been checked to be usable."""
+
     entity, resource, kind, id_prefix = Action, "Action", "action", "act"
     repository = staticmethod(lambda uow: uow.actions)
+
+    def __init__(
+        self, uow_factory: UnitOfWorkFactory, clock: Clock, compile_pattern: PatternCompiler
+    ) -> None:
+        super().__init__(uow_factory, clock)
+        self._compile_pattern = compile_pattern
+
+    def _check(self, entity: Action) -> None:
+        parse_schema(entity.input_schema, self._compile_pattern)
 
     def _defaults(self, ctx, fields, current):  # type: ignore[override]
         return _default_key(fields, current)

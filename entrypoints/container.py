@@ -11,6 +11,7 @@ from adapters.clock import SystemClock
 from adapters.persistence.engine import create_engine, create_read_pool
 from adapters.persistence.unit_of_work import SqlDatabaseProbe, SqlUnitOfWorkFactory
 from adapters.redis_probe import RedisProbe
+from adapters.regex import compile_pattern
 from application.health import SystemStatus
 from application.organizations import ApiKeys, AuditTrail, Organizations
 from application.resources import Actions, ExecutionLogs, Flows, Tools, Users
@@ -67,7 +68,7 @@ class Container(containers.DeclarativeContainer):
     audit_trail = providers.Singleton(AuditTrail, uow_factory, clock)
     users = providers.Singleton(Users, uow_factory, clock, key_cache)
     tools = providers.Singleton(Tools, uow_factory, clock)
-    actions = providers.Singleton(Actions, uow_factory, clock)
+    actions = providers.Singleton(Actions, uow_factory, clock, providers.Object(compile_pattern))
     flows = providers.Singleton(Flows, uow_factory, clock)
     execution_logs = providers.Singleton(ExecutionLogs, uow_factory, clock)
     system_status = providers.Singleton(

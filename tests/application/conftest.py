@@ -6,6 +6,7 @@ from collections.abc import Awaitable, Callable
 
 import pytest
 
+from adapters.regex import compile_pattern
 from application.organizations import ApiKeys, AuditTrail, Organizations
 from application.ports import Page
 from application.resources import Actions, ExecutionLogs, Flows, Tools, Users
@@ -52,7 +53,7 @@ def tools(uow: MemoryUnitOfWorkFactory, clock: TickingClock) -> Tools:
 
 @pytest.fixture
 def actions(uow: MemoryUnitOfWorkFactory, clock: TickingClock) -> Actions:
-    return Actions(uow, clock)
+    return Actions(uow, clock, compile_pattern)
 
 
 @pytest.fixture

@@ -218,3 +218,36 @@ def test_nul_characters_in_ids_and_filters_match_nothing(org) -> None:
     assert_seed_error(org.delete("/flows/a%00b"), 404)
     assert org.get("/tools", params={"key": "a\u0000"}).json() == []
     assert_seed_error(org.get("/organizations/x%00"), 404)
+
+
+@pytest.mark.parametrize(
+    ("schema", "field", "code"),
+    [
+        ([{"name": "a", "type": "text"}], "inputSchema.0.type", "invalid_enum_value"),
+        ([{"name": "p", "type": "enum", "required": True}], "inputSchema.0.options", "required"),
+        (
+            [{"name": "d", "type": "string", "validation": {"pattern": "(a)\\1"}}],
+            "inputSchema.0.validation.pattern",
+            "invalid_regex",
+        ),
+        (
+            [{"name": "s", "type": "string", "validation": {"min": 9, "max": 1}}],
+            "inputSchema.0.validation",
+            "invalid_range",
+        ),
+        (
+            [{"name": "x", "type": "string"}, {"name": "x", "type": "number"}],
+            "inputSchema.1.name",
+            "duplicate",
+        ),
+    ],
+)
+def test_unusable_input_schemas_are_refused_on_create_and_update(org, schema, field, code) -> None:
+    tool = created(org.post("/tools", json={"name": "Schema Tool", "baseUrl": "https://s.example.com"}))
+    body = {"name": "A", "toolId": tool["id"], "endpoint": "/a", "inputSchema": schema}
+    errors = assert_seed_error(org.post("/actions", json=body), 400)
+    assert (field, code) in [(e["field"], e["code"]) for e in errors], errors
+    action = created(org.post("/actions", json={**body, "inputSchema": []}))
+    errors = assert_seed_error(org.put(f"/actions/{action['id']}", json={"inputSchema": schema}), 400)
+    assert (field, code) in [(e["field"], e["code"]) for e in errors], errors
+    assert org.get(f"/actions/{action['id']}").json()["inputSchema"] == []
