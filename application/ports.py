@@ -9,6 +9,7 @@ from types import TracebackType
 from typing import Any, Protocol, Self, TypeVar
 
 from domain.audit import AuditEvent
+from domain.credentials import ToolCredentials
 from domain.execution_log import ExecutionLog
 from domain.flow import Flow
 from domain.organization import ApiKey, Organization, User
@@ -64,6 +65,16 @@ class ApiKeyRepository(TenantRepository[ApiKey], Protocol):
     async def resolve(self, key_hash: str, user_id: str | None) -> KeyOwner | None: ...
 
 
+class SecretStore(Protocol):
+    """Where credential values live, per organization and tool. Values never go anywhere else."""
+
+    name: str  # "local" | "aws": recorded with the credentials' metadata
+
+    async def put(self, org_id: str, tool_id: str, values: dict[str, str]) -> None: ...
+    async def get(self, org_id: str, tool_id: str) -> dict[str, str] | None: ...
+    async def delete(self, org_id: str, tool_id: str) -> None: ...
+
+
 class UnitOfWork(Protocol):
     """One transaction. Repositories handed out here act inside it; nothing is kept until commit."""
 
@@ -75,6 +86,7 @@ class UnitOfWork(Protocol):
     flows: TenantRepository[Flow]
     execution_logs: TenantRepository[ExecutionLog]
     audit: TenantRepository[AuditEvent]
+    credentials: TenantRepository[ToolCredentials]
 
     async def __aenter__(self) -> Self: ...
     async def __aexit__(

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import dataclasses
 import re
-from typing import Any
+from typing import Any, ClassVar
 
+from domain.entity import Entity, Validator
 from domain.rules import Problems, type_name
 
 CREDENTIALS_MAX = 50
@@ -56,3 +58,22 @@ def validate_credentials(raw: Any, field: str = "credentials") -> dict[str, str]
             )
     problems.raise_if_any()
     return dict(raw)
+
+
+def _key_names(problems: Problems, value: Any) -> list[str]:
+    if not isinstance(value, list) or not all(isinstance(k, str) for k in value):
+        problems.add("keys", "keys must be a list of credential names", "invalid_type")
+        return []
+    return sorted(value)
+
+
+@dataclasses.dataclass(frozen=True, slots=True, kw_only=True)
+class ToolCredentials(Entity):
+    """That a tool has credentials, and their names. The values live in a SecretStore only."""
+
+    FIELDS: ClassVar[dict[str, Validator]] = {"keys": _key_names}
+    org_id: str
+    tool_id: str
+    keys: list[str]
+    backend: str
+    created_by: str | None = None

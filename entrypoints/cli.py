@@ -47,6 +47,38 @@ def migrate(settings: Settings, revision: str) -> int:
     return 0
 
 
+def rotate_key(settings: Settings) -> int:
+    """Re-encrypt every stored credential with a new key (key file), or with TOLSTOY_ENCRYPTION_KEY
+    when it is set (the old key then goes in TOLSTOY_PREVIOUS_ENCRYPTION_KEYS until this is done)."""
+    import asyncio
+
+    from adapters.persistence.engine import create_engine
+    from adapters.secrets.keyring import load_keyring
+    from adapters.secrets.local import LocalSecretStore
+
+    keyring = load_keyring(
+        settings.secret("encryption_key"), settings.secret("previous_encryption_keys"), settings.data_dir
+    )
+    from_file = keyring.path is not None
+    target = keyring.rotated() if from_file else keyring
+    if from_file:
+        target.save()  # first: from now on new writes use the new key, and the old keys still read
+
+    async def run() -> int:
+        engine = create_engine(settings.migration_database)
+        try:
+            return await LocalSecretStore(engine, target).rotate(target)
+        finally:
+            await engine.dispose()
+
+    count = asyncio.run(run())
+    if from_file:
+        target.previous = []
+        target.save()  # every row is on the new key: the old ones can go
+    print(f"Re-encrypted {count} credential set(s) with key {target.current_id}.", file=sys.stderr)
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="tolstoy", description="Tolstoy workflow automation platform")
     commands = parser.add_subparsers(dest="command", required=True)
@@ -57,12 +89,18 @@ def main(argv: list[str] | None = None) -> int:
         "migrate", help="upgrade the database schema (uses DIRECT_URL when set)"
     )
     migrate_cmd.add_argument("revision", nargs="?", default="head")
+    secrets_cmd = commands.add_parser("secrets", help="manage the local secret store")
+    secrets_cmd.add_subparsers(dest="secrets_command", required=True).add_parser(
+        "rotate-key", help="re-encrypt every stored credential with a new key"
+    )
     args = parser.parse_args(argv)
 
     settings = Settings()
     _logging(settings.log_level)
     if args.command == "serve":
         return serve(settings, args.host, args.port)
+    if args.command == "secrets":
+        return rotate_key(settings)
     return migrate(settings, args.revision)
 
 

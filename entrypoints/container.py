@@ -12,6 +12,9 @@ from adapters.persistence.engine import create_engine, create_read_pool
 from adapters.persistence.unit_of_work import SqlDatabaseProbe, SqlUnitOfWorkFactory
 from adapters.redis_probe import RedisProbe
 from adapters.regex import compile_pattern
+from adapters.secrets.keyring import Keyring, load_keyring
+from adapters.secrets.local import LocalSecretStore
+from application.credentials import ToolCredentialsService
 from application.health import SystemStatus
 from application.organizations import ApiKeys, AuditTrail, Organizations
 from application.resources import Actions, ExecutionLogs, Flows, Tools, Users
@@ -43,6 +46,12 @@ def _read_engine(settings: Settings) -> AsyncEngine:
     )
 
 
+def _keyring(settings: Settings) -> Keyring:
+    return load_keyring(
+        settings.secret("encryption_key"), settings.secret("previous_encryption_keys"), settings.data_dir
+    )
+
+
 def _redis_probe(settings: Settings) -> RedisProbe | None:
     return None if settings.redis_url is None else RedisProbe(settings.redis_url)
 
@@ -71,6 +80,11 @@ class Container(containers.DeclarativeContainer):
     actions = providers.Singleton(Actions, uow_factory, clock, providers.Object(compile_pattern))
     flows = providers.Singleton(Flows, uow_factory, clock)
     execution_logs = providers.Singleton(ExecutionLogs, uow_factory, clock)
+    keyring = providers.Singleton(_keyring, settings)
+    secret_store = providers.Singleton(LocalSecretStore, engine, keyring)
+    credentials = providers.Singleton(
+        ToolCredentialsService, uow_factory, clock, secret_store, settings.provided.allow_unmask
+    )
     system_status = providers.Singleton(
         SystemStatus,
         uow_factory,

@@ -28,6 +28,11 @@ class Settings(BaseSettings):
     db_max_overflow: int = Field(0, validation_alias="DATABASE_MAX_OVERFLOW", ge=0)
     auth_cache_seconds: float = Field(10.0, validation_alias="TOLSTOY_AUTH_CACHE_SECONDS", ge=0)
     auto_migrate: bool | None = Field(None, validation_alias="TOLSTOY_AUTO_MIGRATE")
+    encryption_key: SecretStr | None = Field(None, validation_alias="TOLSTOY_ENCRYPTION_KEY")
+    previous_encryption_keys: SecretStr | None = Field(
+        None, validation_alias="TOLSTOY_PREVIOUS_ENCRYPTION_KEYS"
+    )
+    allow_unmask: bool = Field(True, validation_alias="TOLSTOY_ALLOW_UNMASK")
 
     @field_validator("database_url", "direct_url", "redis_url", mode="before")
     @classmethod
@@ -41,6 +46,10 @@ class Settings(BaseSettings):
         if value not in ("critical", "error", "warning", "info", "debug"):
             raise ValueError("LOG_LEVEL must be one of critical, error, warning, info, debug")
         return value
+
+    def secret(self, name: str) -> str | None:
+        value = getattr(self, name)
+        return value.get_secret_value() if value is not None else None
 
     @property
     def embedded(self) -> bool:

@@ -9,6 +9,7 @@ from sqlalchemy import (
     Index,
     Integer,
     MetaData,
+    PrimaryKeyConstraint,
     String,
     Table,
     Text,
@@ -163,4 +164,33 @@ audit_events = Table(
     Column("details", JSONDocument, nullable=False),
     Column("created_at", UTCDateTime(), nullable=False),
     Index(None, "org_id", "created_at"),
+)
+
+# Which tools have credentials, and their names (never values). One row per tool.
+tool_credentials = Table(
+    "tool_credentials",
+    metadata,
+    _id(),
+    _org_id(),
+    Column("tool_id", String(ID), nullable=False),
+    Column("keys", JSONDocument, nullable=False),
+    Column("backend", String(16), nullable=False),
+    Column("created_by", String(ID)),
+    *_timestamps(),
+    UniqueConstraint("org_id", "tool_id"),
+    ForeignKeyConstraint(["org_id", "tool_id"], ["tools.org_id", "tools.id"], ondelete="CASCADE"),
+)
+
+# The local secret store: one AES-GCM ciphertext per tool (see adapters/secrets/keyring.py).
+secret_values = Table(
+    "secret_values",
+    metadata,
+    Column("org_id", String(ID), nullable=False),
+    Column("tool_id", String(ID), nullable=False),
+    Column("ciphertext", Text, nullable=False),
+    Column("key_id", String(32), nullable=False),
+    *_timestamps(),
+    PrimaryKeyConstraint("org_id", "tool_id"),
+    ForeignKeyConstraint(["org_id", "tool_id"], ["tools.org_id", "tools.id"], ondelete="CASCADE"),
+    Index(None, "key_id"),
 )

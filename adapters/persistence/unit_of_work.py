@@ -19,6 +19,7 @@ from adapters.persistence.repositories import (
     SqlTenantRepository,
 )
 from domain.audit import AuditEvent
+from domain.credentials import ToolCredentials
 from domain.execution_log import ExecutionLog
 from domain.flow import Flow
 from domain.organization import ApiKey, User
@@ -48,6 +49,7 @@ _REPOSITORIES = {
         "user_id",
     ),
     "audit": _tenant(t.audit_events, AuditEvent, "AuditEvent", "action", "resource_type", "resource_id"),
+    "credentials": _tenant(t.tool_credentials, ToolCredentials, "ToolCredentials", "tool_id"),
 }
 
 

@@ -30,6 +30,7 @@ RESOURCES = {
     "flows": "Flow",
     "execution_logs": "ExecutionLog",
     "audit": "AuditEvent",
+    "credentials": "ToolCredentials",
 }
 FILTERABLE = {
     "users": frozenset({"email"}),
@@ -39,17 +40,33 @@ FILTERABLE = {
     "flows": frozenset({"name"}),
     "execution_logs": frozenset({"flow_id", "execution_id", "step_key", "status", "user_id"}),
     "audit": frozenset({"action", "resource_type", "resource_id"}),
+    "credentials": frozenset({"tool_id"}),
 }
-UNIQUE_IN_ORG = {"users": "email", "tools": "key", "actions": "key"}  # (org_id, column)
+UNIQUE_IN_ORG = {
+    "users": "email",
+    "tools": "key",
+    "actions": "key",
+    "credentials": "tool_id",
+}  # (org_id, column)
 # (child, column, parent, parent must be of the child's organization, on delete)
 FOREIGN_KEYS = (
     ("actions", "tool_id", "tools", True, "restrict"),
     ("execution_logs", "flow_id", "flows", True, "cascade"),
     ("execution_logs", "user_id", "users", False, "set null"),
+    ("credentials", "tool_id", "tools", True, "cascade"),
 )
 # Every tenant table references organizations ON DELETE CASCADE. Children come before their
 # parents, so removing an organization's rows in this order never meets a restricting reference.
-OWNED_BY_ORGANIZATION = ("execution_logs", "audit", "actions", "api_keys", "tools", "flows", "users")
+OWNED_BY_ORGANIZATION = (
+    "execution_logs",
+    "audit",
+    "credentials",
+    "actions",
+    "api_keys",
+    "tools",
+    "flows",
+    "users",
+)
 
 
 def _broken_reference() -> InvalidReference:
@@ -225,6 +242,7 @@ class MemoryUnitOfWork:
         self.api_keys = MemoryApiKeyRepository(self, "api_keys")
         self.users = MemoryTenantRepository(self, "users")
         self.tools = MemoryTenantRepository(self, "tools")
+        self.credentials = MemoryTenantRepository(self, "credentials")
         self.actions = MemoryTenantRepository(self, "actions")
         self.flows = MemoryTenantRepository(self, "flows")
         self.execution_logs = MemoryTenantRepository(self, "execution_logs")
