@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from importlib.metadata import PackageNotFoundError, version
 
 from dependency_injector import containers, providers
@@ -47,6 +48,12 @@ def _read_engine(settings: Settings) -> AsyncEngine:
 
 
 def _keyring(settings: Settings) -> Keyring:
+    if not settings.embedded and settings.encryption_key is None:
+        logging.getLogger("tolstoy").warning(
+            "TOLSTOY_ENCRYPTION_KEY is not set: credentials are encrypted with a key file in %s, "
+            "which other instances of this deployment do not share",
+            settings.data_dir,
+        )
     return load_keyring(
         settings.secret("encryption_key"), settings.secret("previous_encryption_keys"), settings.data_dir
     )
