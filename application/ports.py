@@ -65,6 +65,30 @@ class ApiKeyRepository(TenantRepository[ApiKey], Protocol):
     async def resolve(self, key_hash: str, user_id: str | None) -> KeyOwner | None: ...
 
 
+@dataclass(frozen=True, slots=True)
+class OutboundRequest:
+    method: str
+    url: str
+    headers: dict[str, str]
+    content: bytes | None = None
+    timeout: float | None = None  # seconds; None: the client's default
+
+
+@dataclass(frozen=True, slots=True)
+class OutboundResponse:
+    status: int
+    headers: dict[str, str]
+    content: bytes
+    url: str  # after redirects
+
+
+class HttpClient(Protocol):
+    """Outbound HTTP through the egress guard. Raises EgressRefused, UpstreamUnreachable (502) or
+    UpstreamTimeout (504); an upstream 4xx/5xx is a response, not an error."""
+
+    async def send(self, request: OutboundRequest) -> OutboundResponse: ...
+
+
 class SecretStore(Protocol):
     """Where credential values live, per organization and tool. Values never go anywhere else."""
 

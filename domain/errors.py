@@ -63,3 +63,11 @@ class PermissionDenied(DomainError):
 
 class PayloadTooLarge(DomainError):
     """A body, a document or a collection exceeds a configured limit (413)."""
+
+
+class UpstreamUnreachable(DomainError):
+    """The upstream could not be reached or answered unusably (502)."""
+
+
+class UpstreamTimeout(DomainError):
+    """The upstream did not answer in time (504)."""

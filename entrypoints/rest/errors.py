@@ -18,6 +18,8 @@ from domain.errors import (
     PayloadTooLarge,
     PermissionDenied,
     Unauthenticated,
+    UpstreamTimeout,
+    UpstreamUnreachable,
     ValidationFailed,
 )
 from entrypoints.rest.responses import JSONBytes, json
@@ -31,6 +33,8 @@ STATUS_OF: list[tuple[type[DomainError], int]] = [
     (NotFound, 404),
     (Conflict, 409),
     (PayloadTooLarge, 413),
+    (UpstreamUnreachable, 502),
+    (UpstreamTimeout, 504),
 ]
 
 # pydantic error types -> the zod-style codes the seed's clients know
