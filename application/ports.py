@@ -10,6 +10,7 @@ from typing import Any, Protocol, Self, TypeVar
 
 from domain.audit import AuditEvent
 from domain.credentials import ToolCredentials
+from domain.events import OutboxEvent
 from domain.execution_log import ExecutionLog
 from domain.flow import Flow
 from domain.organization import ApiKey, Organization, User
@@ -111,6 +112,7 @@ class UnitOfWork(Protocol):
     execution_logs: TenantRepository[ExecutionLog]
     audit: TenantRepository[AuditEvent]
     credentials: TenantRepository[ToolCredentials]
+    outbox: TenantRepository[OutboxEvent]
 
     async def __aenter__(self) -> Self: ...
     async def __aexit__(

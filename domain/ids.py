@@ -25,3 +25,8 @@ def new_id(prefix: str) -> str:
     millis = time.time_ns() // 1_000_000
     randomness = int.from_bytes(os.urandom(10), "big")
     return f"{prefix}_{_encode((millis << 80) | randomness, 26)}"
+
+
+def execution_id(now_seconds: float) -> str:
+    """The seed's execution id format: ``exec_{unixTimestamp}_{random}``."""
+    return f"exec_{int(now_seconds)}_{_encode(int.from_bytes(os.urandom(5), 'big'), 8)}"

@@ -9,6 +9,7 @@ from dependency_injector import containers, providers
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from adapters.clock import SystemClock
+from adapters.http.guarded_client import GuardedHttpClient
 from adapters.persistence.engine import create_engine, create_read_pool
 from adapters.persistence.unit_of_work import SqlDatabaseProbe, SqlUnitOfWorkFactory
 from adapters.redis_probe import RedisProbe
@@ -16,10 +17,12 @@ from adapters.regex import compile_pattern
 from adapters.secrets.keyring import Keyring, load_keyring
 from adapters.secrets.local import LocalSecretStore
 from application.credentials import ToolCredentialsService
+from application.execute_action import ExecuteAction
 from application.health import SystemStatus
 from application.organizations import ApiKeys, AuditTrail, Organizations
 from application.resources import Actions, ExecutionLogs, Flows, Tools, Users
 from application.tenancy import Authenticator, KeyOwnerCache
+from domain.egress import EgressPolicy
 from entrypoints.admin_token import resolve_admin_token
 from entrypoints.settings import Settings
 
@@ -92,6 +95,19 @@ class Container(containers.DeclarativeContainer):
     credentials = providers.Singleton(
         ToolCredentialsService, uow_factory, clock, secret_store, settings.provided.allow_unmask
     )
+    egress_policy = providers.Singleton(EgressPolicy.parse, settings.provided.egress_allow)
+    http_client = providers.Singleton(
+        GuardedHttpClient, egress_policy, timeout=settings.provided.http_timeout_seconds
+    )
+    execute_action = providers.Singleton(
+        ExecuteAction,
+        uow_factory,
+        clock,
+        secret_store,
+        http_client,
+        providers.Object(compile_pattern),
+        settings.provided.http_timeout_seconds,
+    )
     system_status = providers.Singleton(
         SystemStatus,
         uow_factory,
@@ -113,6 +129,7 @@ async def close_container(container: Container) -> None:
         await pool.close()
     await container.read_engine().dispose()
     await container.engine().dispose()
+    await container.http_client().aclose()
 
 
 def build_container(settings: Settings | None = None) -> Container:

@@ -33,6 +33,8 @@ class Settings(BaseSettings):
         None, validation_alias="TOLSTOY_PREVIOUS_ENCRYPTION_KEYS"
     )
     allow_unmask: bool = Field(True, validation_alias="TOLSTOY_ALLOW_UNMASK")
+    egress_allow: str = Field("", validation_alias="TOLSTOY_EGRESS_ALLOW")
+    http_timeout_seconds: float = Field(30.0, validation_alias="TOLSTOY_HTTP_TIMEOUT_SECONDS", gt=0)
 
     @field_validator("database_url", "direct_url", "redis_url", mode="before")
     @classmethod

@@ -194,3 +194,17 @@ secret_values = Table(
     ForeignKeyConstraint(["org_id", "tool_id"], ["tools.org_id", "tools.id"], ondelete="CASCADE"),
     Index(None, "key_id"),
 )
+
+# Events announced by state changes, written in the same transaction; relayed later.
+outbox_events = Table(
+    "outbox_events",
+    metadata,
+    _id(),
+    _org_id(),
+    Column("type", String(64), nullable=False),
+    Column("payload", JSONDocument, nullable=False),
+    Column("created_at", UTCDateTime(), nullable=False),
+    Column("dispatched_at", UTCDateTime()),
+    Index(None, "dispatched_at", "created_at"),
+    Index(None, "org_id", "created_at"),
+)

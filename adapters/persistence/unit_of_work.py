@@ -20,6 +20,7 @@ from adapters.persistence.repositories import (
 )
 from domain.audit import AuditEvent
 from domain.credentials import ToolCredentials
+from domain.events import OutboxEvent
 from domain.execution_log import ExecutionLog
 from domain.flow import Flow
 from domain.organization import ApiKey, User
@@ -50,6 +51,7 @@ _REPOSITORIES = {
     ),
     "audit": _tenant(t.audit_events, AuditEvent, "AuditEvent", "action", "resource_type", "resource_id"),
     "credentials": _tenant(t.tool_credentials, ToolCredentials, "ToolCredentials", "tool_id"),
+    "outbox": _tenant(t.outbox_events, OutboxEvent, "OutboxEvent", "type"),
 }
 
 

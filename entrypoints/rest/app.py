@@ -11,7 +11,7 @@ from fastapi import FastAPI
 
 from adapters.persistence.migrate import current_revision, head_revision, upgrade_engine
 from entrypoints.container import Container, close_container, tolstoy_version
-from entrypoints.rest import credential_routes, errors, routes
+from entrypoints.rest import action_routes, credential_routes, errors, routes
 from entrypoints.rest.middleware import BodyLimit
 from entrypoints.rest.openapi import document_auth
 from entrypoints.rest.resource_router import resource_router
@@ -66,6 +66,7 @@ def create_app(container: Container) -> FastAPI:
     app.include_router(routes.organizations)
     app.include_router(routes.api_keys)
     app.include_router(credential_routes.router)  # before /tools/{id}: "/tools/secrets" is not an id
+    app.include_router(action_routes.router)
     for spec in routes.RESOURCES:
         app.include_router(resource_router(spec))
     app.include_router(routes.audit)

@@ -31,6 +31,7 @@ RESOURCES = {
     "execution_logs": "ExecutionLog",
     "audit": "AuditEvent",
     "credentials": "ToolCredentials",
+    "outbox": "OutboxEvent",
 }
 FILTERABLE = {
     "users": frozenset({"email"}),
@@ -41,6 +42,7 @@ FILTERABLE = {
     "execution_logs": frozenset({"flow_id", "execution_id", "step_key", "status", "user_id"}),
     "audit": frozenset({"action", "resource_type", "resource_id"}),
     "credentials": frozenset({"tool_id"}),
+    "outbox": frozenset({"type"}),
 }
 UNIQUE_IN_ORG = {
     "users": "email",
@@ -243,6 +245,7 @@ class MemoryUnitOfWork:
         self.users = MemoryTenantRepository(self, "users")
         self.tools = MemoryTenantRepository(self, "tools")
         self.credentials = MemoryTenantRepository(self, "credentials")
+        self.outbox = MemoryTenantRepository(self, "outbox")
         self.actions = MemoryTenantRepository(self, "actions")
         self.flows = MemoryTenantRepository(self, "flows")
         self.execution_logs = MemoryTenantRepository(self, "execution_logs")

@@ -1,0 +1,182 @@
+"""ExecuteAction: run one stored action against its tool, with the tool's credentials injected.
+
+inputs validated by the action's schema -> URL from the tool's baseUrl and the action's endpoint
+(values percent-encoded) -> header templates rendered -> auth injected by the tool's authType ->
+sent through the egress-guarded HttpClient -> an answer, an audit row and an outbox event.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Iterable
+from dataclasses import dataclass
+from typing import Any
+from urllib.parse import urlencode
+
+from application.ports import Clock, HttpClient, OutboundRequest, SecretStore, UnitOfWorkFactory
+from application.resources import audit_event
+from application.tenancy import TenantContext
+from domain import templates
+from domain.auth_injection import inject
+from domain.errors import DomainError, NotFound, UpstreamTimeout
+from domain.events import OutboxEvent
+from domain.ids import execution_id, new_id
+from domain.input_schema import PatternCompiler, parse_schema
+from domain.tool import Action, Tool
+
+BODY_METHODS = ("POST", "PUT", "PATCH")
+# Upstream headers worth showing; the rest (cookies, auth challenges, internals) stay behind.
+SAFE_HEADERS = (
+    "content-type", "content-length", "content-language", "date", "etag", "last-modified", "location",
+    "retry-after", "x-request-id", "x-ratelimit-limit", "x-ratelimit-remaining", "x-ratelimit-reset",
+)  # fmt: skip
+REDACTED = "[REDACTED]"
+
+
+@dataclass(frozen=True, slots=True)
+class ActionResult:
+    success: bool
+    status_code: int
+    data: Any
+    headers: dict[str, str]
+    duration_ms: int
+    execution_id: str
+    tool: Tool
+    action: Action
+
+
+def _redact(value: Any, secrets: Iterable[str]) -> Any:
+    """Credential values an upstream echoes back (some do) never reach our answer."""
+    if isinstance(value, str):
+        for secret in secrets:
+            if secret in value:
+                value = value.replace(secret, REDACTED)
+        return value
+    if isinstance(value, list):
+        return [_redact(v, secrets) for v in value]
+    if isinstance(value, dict):
+        return {k: _redact(v, secrets) for k, v in value.items()}
+    return value
+
+
+def _decode(content: bytes, content_type: str) -> Any:
+    if "json" in content_type:
+        try:
+            return json.loads(content)
+        except ValueError:
+            pass
+    return content.decode("utf-8", "replace")
+
+
+class ExecuteAction:
+    def __init__(
+        self,
+        uow_factory: UnitOfWorkFactory,
+        clock: Clock,
+        secrets: SecretStore,
+        http: HttpClient,
+        compile_pattern: PatternCompiler,
+        timeout_seconds: float = 30.0,
+    ) -> None:
+        self._uow = uow_factory
+        self._clock = clock
+        self._secrets = secrets
+        self._http = http
+        self._compile_pattern = compile_pattern
+        self._timeout = timeout_seconds
+
+    async def execute(self, ctx: TenantContext, action_id: str, inputs: Any) -> ActionResult:
+        async with self._uow(read_only=True) as uow:
+            action = await uow.actions.get(ctx.org_id, action_id)
+            tool = await uow.tools.get(ctx.org_id, action.tool_id) if action else None
+        if action is None or tool is None:
+            raise NotFound("Action", action_id)
+        clean = parse_schema(action.input_schema, self._compile_pattern).validate(inputs)
+        credentials = await self._secrets.get(ctx.org_id, tool.id) or {}
+        request = self._request(tool, action, clean, credentials)
+        run_id = execution_id(time.time())
+        started = time.perf_counter()
+        try:
+            response = await self._http.send(request)
+        except DomainError as exc:
+            await self._record(ctx, action, tool, run_id, None, started, error=exc)
+            raise
+        duration = int((time.perf_counter() - started) * 1000)
+        values = [v for v in credentials.values() if len(v) >= 4]
+        data = _redact(_decode(response.content, response.headers.get("content-type", "")), values)
+        headers = {k: _redact(v, values) for k, v in response.headers.items() if k in SAFE_HEADERS}
+        result = ActionResult(
+            success=200 <= response.status < 400,
+            status_code=response.status,
+            data=data,
+            headers=headers,
+            duration_ms=duration,
+            execution_id=run_id,
+            tool=tool,
+            action=action,
+        )
+        await self._record(ctx, action, tool, run_id, result, started)
+        return result
+
+    def _request(
+        self, tool: Tool, action: Action, inputs: dict[str, Any], credentials: dict[str, str]
+    ) -> OutboundRequest:
+        context = {"inputs": inputs, "secrets": credentials, "auth": credentials}
+        path = templates.render_path(action.endpoint, context, "endpoint")
+        used = {
+            p.split(".", 2)[1] for p in templates.placeholders(action.endpoint) if p.startswith("inputs.")
+        }
+        rest = {k: v for k, v in inputs.items() if k not in used}
+        headers = {
+            name: templates.render(value, context, f"headers.{name}")
+            for name, value in action.headers.items()
+        }
+        injection = inject(tool.auth_type, tool.key, tool.options, credentials)
+        explicit = {name.lower() for name in headers}
+        headers |= {k: v for k, v in injection.headers.items() if k.lower() not in explicit}
+        query = dict(injection.query)
+        content = None
+        if action.method in BODY_METHODS:
+            content = json.dumps(rest).encode()
+            headers.setdefault("Content-Type", "application/json")
+        else:
+            query = {**{k: templates.to_text(v) for k, v in rest.items()}, **query}
+        url = tool.base_url.rstrip("/") + path
+        if query:
+            url += ("&" if "?" in url else "?") + urlencode(query)
+        timeout = tool.options.get("timeoutMs")
+        seconds = timeout / 1000 if isinstance(timeout, int | float) and timeout > 0 else self._timeout
+        return OutboundRequest(action.method, url, headers, content, seconds)
+
+    async def _record(
+        self,
+        ctx: TenantContext,
+        action: Action,
+        tool: Tool,
+        run_id: str,
+        result: ActionResult | None,
+        started: float,
+        error: DomainError | None = None,
+    ) -> None:
+        now = self._clock.now()
+        ok = result is not None and result.success
+        kind = "action.executed" if ok else "action.failed"
+        summary: dict[str, Any] = {
+            "executionId": run_id,
+            "actionId": action.id,
+            "actionKey": action.key,
+            "toolKey": tool.key,
+            "status": "success" if ok else ("timeout" if isinstance(error, UpstreamTimeout) else "error"),
+            "statusCode": result.status_code if result else None,
+            "duration": result.duration_ms if result else int((time.perf_counter() - started) * 1000),
+            "userId": ctx.user_id,
+        }
+        if error is not None:
+            summary["error"] = error.message
+        async with self._uow() as uow:
+            await uow.audit.add(audit_event(ctx, kind, "action", action.id, now, **summary))
+            await uow.outbox.add(
+                OutboxEvent(id=new_id("evt"), org_id=ctx.org_id, type=kind, payload=summary, created_at=now)
+            )
+            await uow.commit()
