@@ -132,9 +132,9 @@ class ExecuteAction:
             name: templates.render(value, context, f"headers.{name}")
             for name, value in action.headers.items()
         }
-        injection = inject(tool.auth_type, tool.key, tool.options, credentials)
-        explicit = {name.lower() for name in headers}
-        headers |= {k: v for k, v in injection.headers.items() if k.lower() not in explicit}
+        explicit = frozenset(name.lower() for name in headers)
+        injection = inject(tool.auth_type, tool.key, tool.options, credentials, explicit)
+        headers |= injection.headers
         query = dict(injection.query)
         content = None
         if action.method in BODY_METHODS:

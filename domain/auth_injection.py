@@ -28,8 +28,22 @@ def _first(credentials: Mapping[str, str], names: tuple[str, ...]) -> str | None
     return next((credentials[n] for n in names if credentials.get(n)), None)
 
 
+def auth_header(auth_type: str, options: Mapping[str, Any]) -> str | None:
+    """The header (lower case) this authType would set, or None when it sets no header."""
+    if auth_type in ("bearer", "oauth2", "basic"):
+        return "authorization"
+    if auth_type == "api_key" and not options.get("queryParam"):
+        header = options.get("headerName")
+        return (header if isinstance(header, str) and header else "X-API-Key").lower()
+    return None
+
+
 def inject(
-    auth_type: str, tool_key: str, options: Mapping[str, Any], credentials: Mapping[str, str]
+    auth_type: str,
+    tool_key: str,
+    options: Mapping[str, Any],
+    credentials: Mapping[str, str],
+    explicit_headers: frozenset[str] = frozenset(),
 ) -> Injection:
     """The headers/query parameters that authenticate a request to this tool.
 
@@ -37,9 +51,10 @@ def inject(
     credential in the header ``options.headerName`` (default ``X-API-Key``) or, with
     ``options.queryParam``, in the query; basic: ``username``/``password``; oauth2: the stored
     ``access_token`` as a bearer token (obtaining and refreshing it comes with the OAuth flows).
+    ``explicit_headers`` (lower case) are set by the action itself; they are never overridden.
     """
-    if auth_type == "none":
-        return Injection()
+    if auth_type == "none" or auth_header(auth_type, options) in explicit_headers:
+        return Injection()  # nothing to do, or the action sets that header itself (a template wins)
     if auth_type in ("bearer", "oauth2"):
         names = ("access_token",) if auth_type == "oauth2" else TOKEN_NAMES
         token = _first(credentials, names)

@@ -75,7 +75,13 @@ def server(database_url: str, tmp_path_factory: pytest.TempPathFactory) -> Itera
     from entrypoints.container import build_container
     from entrypoints.rest.app import create_app
 
-    settings = make_settings(database_url, tmp_path_factory.mktemp("data"), TOLSTOY_MAX_BODY_BYTES=64 * 1024)
+    settings = make_settings(
+        database_url,
+        tmp_path_factory.mktemp("data"),
+        TOLSTOY_MAX_BODY_BYTES=64 * 1024,
+        TOLSTOY_EGRESS_ALLOW="127.0.0.1/32",  # upstreams in tests live on loopback, allowed explicitly
+        TOLSTOY_HTTP_TIMEOUT_SECONDS=2,
+    )
     with LiveServer(create_app(build_container(settings))) as live:
         yield live
 
