@@ -14,11 +14,11 @@ from dataclasses import dataclass
 from typing import Any
 from urllib.parse import urlencode
 
-from application.ports import Clock, HttpClient, OutboundRequest, SecretStore, UnitOfWorkFactory
+from application.ports import Clock, HttpClient, Metrics, OutboundRequest, SecretStore, UnitOfWorkFactory
 from application.resources import audit_event
 from application.tenancy import TenantContext
 from domain import templates
-from domain.auth_injection import inject
+from domain.auth_injection import MissingCredential, inject
 from domain.errors import DomainError, NotFound, UpstreamTimeout
 from domain.events import OutboxEvent
 from domain.ids import execution_id, new_id
@@ -77,6 +77,7 @@ class ExecuteAction:
         secrets: SecretStore,
         http: HttpClient,
         compile_pattern: PatternCompiler,
+        metrics: Metrics,
         timeout_seconds: float = 30.0,
     ) -> None:
         self._uow = uow_factory
@@ -84,6 +85,7 @@ class ExecuteAction:
         self._secrets = secrets
         self._http = http
         self._compile_pattern = compile_pattern
+        self._metrics = metrics
         self._timeout = timeout_seconds
 
     async def execute(self, ctx: TenantContext, action_id: str, inputs: Any) -> ActionResult:
@@ -94,7 +96,14 @@ class ExecuteAction:
             raise NotFound("Action", action_id)
         clean = parse_schema(action.input_schema, self._compile_pattern).validate(inputs)
         credentials = await self._secrets.get(ctx.org_id, tool.id) or {}
-        request = self._request(tool, action, clean, credentials)
+        try:
+            request, injected = self._request(tool, action, clean, credentials)
+        except MissingCredential:
+            self._metrics.auth_injected(ctx.org_id, tool.key, tool.auth_type, "missing_credential")
+            raise
+        self._metrics.auth_injected(
+            ctx.org_id, tool.key, tool.auth_type, "success" if injected else "skipped"
+        )
         run_id = execution_id(time.time())
         started = time.perf_counter()
         try:
@@ -121,7 +130,7 @@ class ExecuteAction:
 
     def _request(
         self, tool: Tool, action: Action, inputs: dict[str, Any], credentials: dict[str, str]
-    ) -> OutboundRequest:
+    ) -> tuple[OutboundRequest, bool]:
         context = {"inputs": inputs, "secrets": credentials, "auth": credentials}
         path = templates.render_path(action.endpoint, context, "endpoint")
         used = {
@@ -147,7 +156,8 @@ class ExecuteAction:
             url += ("&" if "?" in url else "?") + urlencode(query)
         timeout = tool.options.get("timeoutMs")
         seconds = timeout / 1000 if isinstance(timeout, int | float) and timeout > 0 else self._timeout
-        return OutboundRequest(action.method, url, headers, content, seconds)
+        injected = bool(injection.headers or injection.query)
+        return OutboundRequest(action.method, url, headers, content, seconds), injected
 
     async def _record(
         self,
@@ -161,6 +171,8 @@ class ExecuteAction:
     ) -> None:
         now = self._clock.now()
         ok = result is not None and result.success
+        seconds = result.duration_ms / 1000 if result else time.perf_counter() - started
+        self._metrics.action_executed(ctx.org_id, tool.key, action.key, "success" if ok else "error", seconds)
         kind = "action.executed" if ok else "action.failed"
         summary: dict[str, Any] = {
             "executionId": run_id,

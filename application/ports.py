@@ -90,6 +90,15 @@ class HttpClient(Protocol):
     async def send(self, request: OutboundRequest) -> OutboundResponse: ...
 
 
+class Metrics(Protocol):
+    """Counters and timings the use-cases report. Labels never carry secrets or free text."""
+
+    def action_executed(
+        self, org_id: str, tool_key: str, action_key: str, status: str, seconds: float
+    ) -> None: ...
+    def auth_injected(self, org_id: str, tool_key: str, auth_type: str, status: str) -> None: ...
+
+
 class SecretStore(Protocol):
     """Where credential values live, per organization and tool. Values never go anywhere else."""
 

@@ -10,6 +10,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from adapters.clock import SystemClock
 from adapters.http.guarded_client import GuardedHttpClient
+from adapters.observability.prometheus import PrometheusMetrics
 from adapters.persistence.engine import create_engine, create_read_pool
 from adapters.persistence.unit_of_work import SqlDatabaseProbe, SqlUnitOfWorkFactory
 from adapters.redis_probe import RedisProbe
@@ -95,6 +96,7 @@ class Container(containers.DeclarativeContainer):
     credentials = providers.Singleton(
         ToolCredentialsService, uow_factory, clock, secret_store, settings.provided.allow_unmask
     )
+    metrics = providers.Singleton(PrometheusMetrics)
     egress_policy = providers.Singleton(EgressPolicy.parse, settings.provided.egress_allow)
     http_client = providers.Singleton(
         GuardedHttpClient, egress_policy, timeout=settings.provided.http_timeout_seconds
@@ -106,6 +108,7 @@ class Container(containers.DeclarativeContainer):
         secret_store,
         http_client,
         providers.Object(compile_pattern),
+        metrics,
         settings.provided.http_timeout_seconds,
     )
     system_status = providers.Singleton(

@@ -11,7 +11,8 @@ from fastapi import FastAPI
 
 from adapters.persistence.migrate import current_revision, head_revision, upgrade_engine
 from entrypoints.container import Container, close_container, tolstoy_version
-from entrypoints.rest import action_routes, credential_routes, errors, routes
+from entrypoints.rest import action_routes, credential_routes, errors, metrics, routes
+from entrypoints.rest.metrics import HttpMetrics
 from entrypoints.rest.middleware import BodyLimit
 from entrypoints.rest.openapi import document_auth
 from entrypoints.rest.resource_router import resource_router
@@ -62,7 +63,9 @@ def create_app(container: Container) -> FastAPI:
     errors.install(app)
     document_auth(app)
     app.add_middleware(BodyLimit, max_bytes=container.settings().max_body_bytes)
+    app.add_middleware(HttpMetrics, metrics=container.metrics())  # outermost: sees 413s too
     app.include_router(routes.health)
+    app.include_router(metrics.router)
     app.include_router(routes.organizations)
     app.include_router(routes.api_keys)
     app.include_router(credential_routes.router)  # before /tools/{id}: "/tools/secrets" is not an id

@@ -5,7 +5,7 @@ from typing import Any
 from fastapi import FastAPI
 from fastapi.openapi.utils import get_openapi
 
-PUBLIC = ("/health", "/status", "/status/detailed")
+PUBLIC = ("/health", "/status", "/status/detailed", "/metrics")
 
 _HEADERS = [
     {
