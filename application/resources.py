@@ -10,7 +10,7 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping
 from typing import Any, ClassVar, Generic, TypeVar
 
-from application.ports import Clock, Page, TenantRepository, UnitOfWork, UnitOfWorkFactory
+from application.ports import Clock, Page, SecretStore, TenantRepository, UnitOfWork, UnitOfWorkFactory
 from application.tenancy import KeyOwnerCache, TenantContext
 from domain.audit import AuditEvent
 from domain.entity import Entity
@@ -156,6 +156,16 @@ class Users(TenantResources[User]):
 class Tools(TenantResources[Tool]):
     entity, resource, kind, id_prefix = Tool, "Tool", "tool", "tool"
     repository = staticmethod(lambda uow: uow.tools)
+
+    def __init__(self, uow_factory: UnitOfWorkFactory, clock: Clock, secrets: SecretStore | None = None) -> None:
+        super().__init__(uow_factory, clock)
+        self._secrets = secrets
+
+    async def delete(self, ctx: TenantContext, entity_id: str) -> Tool:
+        deleted = await super().delete(ctx, entity_id)
+        if self._secrets is not None:  # the database cascades its own rows; an external store does not
+            await self._secrets.delete(ctx.org_id, entity_id)
+        return deleted
 
     def _defaults(self, ctx, fields, current):  # type: ignore[override]
         return _default_key(fields, current)

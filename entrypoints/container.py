@@ -15,6 +15,7 @@ from adapters.persistence.engine import create_engine, create_read_pool
 from adapters.persistence.unit_of_work import SqlDatabaseProbe, SqlUnitOfWorkFactory
 from adapters.redis_probe import RedisProbe
 from adapters.regex import compile_pattern
+from adapters.secrets.aws import AwsSecretStore
 from adapters.secrets.keyring import Keyring, load_keyring
 from adapters.secrets.local import LocalSecretStore
 from application.credentials import ToolCredentialsService
@@ -81,18 +82,24 @@ class Container(containers.DeclarativeContainer):
     cache_probe = providers.Singleton(_redis_probe, settings)
     admin_token = providers.Singleton(resolve_admin_token, settings)
 
+    keyring = providers.Singleton(_keyring, settings)
+    secret_store = providers.Selector(
+        settings.provided.secrets_backend,
+        local=providers.Singleton(LocalSecretStore, engine, keyring),
+        aws=providers.Singleton(
+            AwsSecretStore, settings.provided.aws_region, settings.provided.aws_endpoint_url
+        ),
+    )
     key_cache = providers.Singleton(KeyOwnerCache, settings.provided.auth_cache_seconds)
     authenticator = providers.Singleton(Authenticator, uow_factory, admin_token, key_cache)
     organizations = providers.Singleton(Organizations, uow_factory, clock, authenticator)
     api_keys = providers.Singleton(ApiKeys, uow_factory, clock, key_cache)
     audit_trail = providers.Singleton(AuditTrail, uow_factory, clock)
     users = providers.Singleton(Users, uow_factory, clock, key_cache)
-    tools = providers.Singleton(Tools, uow_factory, clock)
+    tools = providers.Singleton(Tools, uow_factory, clock, secret_store)
     actions = providers.Singleton(Actions, uow_factory, clock, providers.Object(compile_pattern))
     flows = providers.Singleton(Flows, uow_factory, clock)
     execution_logs = providers.Singleton(ExecutionLogs, uow_factory, clock)
-    keyring = providers.Singleton(_keyring, settings)
-    secret_store = providers.Singleton(LocalSecretStore, engine, keyring)
     credentials = providers.Singleton(
         ToolCredentialsService, uow_factory, clock, secret_store, settings.provided.allow_unmask
     )

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Literal
 
 from pydantic import AliasChoices, Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -33,6 +34,9 @@ class Settings(BaseSettings):
         None, validation_alias="TOLSTOY_PREVIOUS_ENCRYPTION_KEYS"
     )
     allow_unmask: bool = Field(True, validation_alias="TOLSTOY_ALLOW_UNMASK")
+    secrets_backend: Literal["local", "aws"] = Field("local", validation_alias="SECRETS_BACKEND")
+    aws_region: str = Field("us-east-1", validation_alias="AWS_REGION")
+    aws_endpoint_url: str | None = Field(None, validation_alias="AWS_ENDPOINT_URL")
     egress_allow: str = Field("", validation_alias="TOLSTOY_EGRESS_ALLOW")
     http_timeout_seconds: float = Field(30.0, validation_alias="TOLSTOY_HTTP_TIMEOUT_SECONDS", gt=0)
 
