@@ -133,9 +133,10 @@ def test_unmasking_can_be_turned_off(tmp_path: Path) -> None:
         assert api.get(f"/tools/{tool['id']}/secrets").status_code == 200
 
 
-def test_no_secret_value_reaches_any_log(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
-    """Everything logged while credentials are stored, listed, read, unmasked, refused and deleted,
-    at DEBUG and above, from every logger (server included), holds none of the values."""
+def test_no_secret_value_reaches_any_log(tmp_path: Path, caplog: pytest.LogCaptureFixture, upstream) -> None:
+    """Everything logged while credentials are stored, listed, read, unmasked, refused, used by
+    actions (answered, echoed back, failing, timing out, missing) and deleted, at DEBUG and above,
+    from every logger (server included), holds none of the values."""
     from entrypoints.container import build_container
     from entrypoints.rest.app import create_app
 
@@ -155,6 +156,28 @@ def test_no_secret_value_reaches_any_log(tmp_path: Path, caplog: pytest.LogCaptu
         api.get(url)
         api.get(url, params={"unmask": "true"})
         httpx.get(f"{live.url}{url}", headers={"Authorization": f"Bearer {API_KEY}"})  # a secret as a bad key
+        # the credentials in use: an upstream that answers, echoes them, fails, and stalls
+        bearer = created(api.post("/tools", json={"name": "B", "baseUrl": upstream, "authType": "bearer"}))
+        api.post(f"/tools/{bearer['id']}/secrets", json={"credentials": {"token": "ghp_abcdefgh12345678"}})
+        for endpoint in ("/ok", "/echo-auth", "/fail", "/slow"):
+            action = created(
+                api.post(
+                    "/actions", json={"name": f"A{endpoint}", "toolId": bearer["id"], "endpoint": endpoint}
+                )
+            )
+            api.post(f"/actions/{action['id']}/execute", json={"inputs": {"note": API_KEY}})
+        templated = created(
+            api.post(
+                "/actions",
+                json={
+                    "name": "T",
+                    "toolId": tool["id"],
+                    "endpoint": "/x",
+                    "headers": {"X-K": "{{secrets.missing}}"},
+                },
+            )
+        )
+        api.post(f"/actions/{templated['id']}/execute", json={})  # a template naming a missing secret
         api.delete(url)
     logged = "\n".join(f"{r.name} {r.getMessage()} {r.exc_text or ''}" for r in caplog.records)
     assert caplog.records, "nothing was logged: the test would prove nothing"

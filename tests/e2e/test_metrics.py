@@ -6,7 +6,7 @@ import httpx
 from prometheus_client.parser import text_string_to_metric_families
 
 from tests.e2e.helpers import created
-from tests.e2e.test_execute_action import jira, upstream  # noqa: F401 - the upstream fixture
+from tests.e2e.test_execute_action import jira
 
 SECRET = "metrics-secret-1234567890"
 
@@ -38,7 +38,7 @@ def test_http_metrics_use_route_templates(server, org) -> None:
     assert {"0.1", "0.5", "1.0", "2.0", "5.0", "+Inf"} == buckets
 
 
-def test_action_metrics(server, org, upstream) -> None:  # noqa: F811
+def test_action_metrics(server, org, upstream) -> None:
     tool = jira(org, upstream, "bearer")
     org.post(f"/tools/{tool['id']}/secrets", json={"credentials": {"token": SECRET}})
     action = created(
