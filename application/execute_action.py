@@ -60,10 +60,21 @@ def _redact(value: Any, secrets: Iterable[str]) -> Any:
     return value
 
 
+def _js_int(text: str) -> int | float:
+    value = int(text)
+    return value if -(2**63) <= value < 2**63 else float(value)
+
+
+def _no_constant(name: str) -> Any:
+    raise ValueError(f"{name} is not JSON")
+
+
 def _decode(content: bytes, content_type: str) -> Any:
+    """JSON as JavaScript reads it: integers beyond 64 bits become doubles (the stdlib would keep
+    them exact, and no JSON encoder here could answer them); anything else is text."""
     if "json" in content_type:
         try:
-            return json.loads(content)
+            return json.loads(content, parse_int=_js_int, parse_constant=_no_constant)
         except ValueError:
             pass
     return content.decode("utf-8", "replace")

@@ -157,7 +157,9 @@ class Tools(TenantResources[Tool]):
     entity, resource, kind, id_prefix = Tool, "Tool", "tool", "tool"
     repository = staticmethod(lambda uow: uow.tools)
 
-    def __init__(self, uow_factory: UnitOfWorkFactory, clock: Clock, secrets: SecretStore | None = None) -> None:
+    def __init__(
+        self, uow_factory: UnitOfWorkFactory, clock: Clock, secrets: SecretStore | None = None
+    ) -> None:
         super().__init__(uow_factory, clock)
         self._secrets = secrets
 

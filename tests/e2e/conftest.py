@@ -33,6 +33,8 @@ class Recorder(BaseHTTPRequestHandler):
             time.sleep(3)
         if "/fail" in self.path:
             status, payload = 422, {"errorMessages": ["Field 'summary' is required"]}
+        elif "/huge-number" in self.path:
+            status, payload = 200, {"id": 123456789012345678901234567890, "nan": "NaN"}
         elif "/echo-auth" in self.path:
             status, payload = 200, {"youSent": self.headers.get("Authorization")}
         else:

@@ -228,3 +228,13 @@ def test_another_tenant_cannot_execute_or_use_credentials(org, upstream, last, s
     response = other.post(f"/actions/{own['id']}/execute", json={})
     assert response.status_code == 400  # its own tool has no such secret, and org A's are out of reach
     assert all(JIRA_TOKEN not in json.dumps(r) for r in last)
+
+
+def test_odd_upstream_json_never_breaks_the_answer(org, upstream, last) -> None:
+    tool = jira(org, upstream, "none")
+    action = created(
+        org.post("/actions", json={"name": "Huge", "toolId": tool["id"], "endpoint": "/huge-number"})
+    )
+    response = org.post(f"/actions/{action['id']}/execute", json={})
+    assert response.status_code == 200, response.text
+    assert response.json()["data"]["id"] == pytest.approx(1.2345678901234568e29)
