@@ -19,6 +19,7 @@ from application.resources import audit_event
 from application.tenancy import TenantContext
 from domain import templates
 from domain.auth_injection import MissingCredential, inject
+from domain.credentials import is_sensitive
 from domain.errors import DomainError, NotFound, UpstreamTimeout
 from domain.events import OutboxEvent
 from domain.ids import execution_id, new_id
@@ -123,7 +124,7 @@ class ExecuteAction:
             await self._record(ctx, action, tool, run_id, None, started, error=exc)
             raise
         duration = int((time.perf_counter() - started) * 1000)
-        values = [v for v in credentials.values() if len(v) >= 4]
+        values = [v for k, v in credentials.items() if is_sensitive(k) and len(v) >= 4]
         data = _redact(_decode(response.content, response.headers.get("content-type", "")), values)
         headers = {k: _redact(v, values) for k, v in response.headers.items() if k in SAFE_HEADERS}
         result = ActionResult(
