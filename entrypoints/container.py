@@ -15,13 +15,13 @@ from adapters.persistence.engine import create_engine, create_read_pool
 from adapters.persistence.unit_of_work import SqlDatabaseProbe, SqlUnitOfWorkFactory
 from adapters.redis_probe import RedisProbe
 from adapters.regex import compile_pattern
-from adapters.secrets.aws import AwsSecretStore
 from adapters.secrets.keyring import Keyring, load_keyring
 from adapters.secrets.local import LocalSecretStore
 from application.credentials import ToolCredentialsService
 from application.execute_action import ExecuteAction
 from application.health import SystemStatus
 from application.organizations import ApiKeys, AuditTrail, Organizations
+from application.ports import SecretStore
 from application.resources import Actions, ExecutionLogs, Flows, Tools, Users
 from application.tenancy import Authenticator, KeyOwnerCache
 from domain.egress import EgressPolicy
@@ -64,6 +64,13 @@ def _keyring(settings: Settings) -> Keyring:
     )
 
 
+def _aws_store(settings: Settings) -> SecretStore:
+    # boto3 is large; only deployments that use AWS pay for importing it.
+    from adapters.secrets.aws import AwsSecretStore
+
+    return AwsSecretStore(settings.aws_region, settings.aws_endpoint_url)
+
+
 def _redis_probe(settings: Settings) -> RedisProbe | None:
     return None if settings.redis_url is None else RedisProbe(settings.redis_url)
 
@@ -86,9 +93,7 @@ class Container(containers.DeclarativeContainer):
     secret_store = providers.Selector(
         settings.provided.secrets_backend,
         local=providers.Singleton(LocalSecretStore, engine, keyring),
-        aws=providers.Singleton(
-            AwsSecretStore, settings.provided.aws_region, settings.provided.aws_endpoint_url
-        ),
+        aws=providers.Singleton(_aws_store, settings),
     )
     key_cache = providers.Singleton(KeyOwnerCache, settings.provided.auth_cache_seconds)
     authenticator = providers.Singleton(Authenticator, uow_factory, admin_token, key_cache)
