@@ -1,0 +1,333 @@
+"""Flow definitions: steps, their dependencies and execution settings, checked before they are kept.
+
+A step is ``{id, name?, type, config, executeIf?, dependsOn?, retry?, timeout?}``; ``config.critical``
+marks a step whose failure fails the execution. Without ``dependsOn`` a step depends on the step
+before it. ``parse_definition`` refuses, naming the step and the field: duplicate ids, unknown
+dependencies, cycles, unknown types, configs of the wrong shape for their type, and documents over
+the limits. (Issue 4 builds the engine on this; the Flow entity adopts it there.)
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from domain.rules import Problems, type_name
+from domain.tool import HTTP_METHODS
+
+STEPS_MAX = 500
+STEP_BYTES_MAX = 64 * 1024
+DEFINITION_BYTES_MAX = 1024 * 1024
+TIMEOUT_MS_MAX = 24 * 3600 * 1000
+DELAY_MS_MAX = 30 * 24 * 3600 * 1000
+RETRIES_MAX = 20
+BACKOFF = ("exponential", "fixed")
+LANGUAGES = ("javascript", "python", "go", "rust")
+_STEP_ID = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_-]{0,63}")
+_STEP_KEYS = {"id", "name", "type", "config", "executeIf", "dependsOn", "retry", "timeout"}
+
+
+@dataclass(frozen=True, slots=True)
+class RetryPolicy:
+    max_retries: int = 0
+    backoff: str = "exponential"
+    base_delay_ms: int = 1000
+    max_delay_ms: int = 60_000
+
+    def delay_ms(self, attempt: int) -> int:
+        """Delay before retry number ``attempt`` (1-based), capped by ``max_delay_ms``."""
+        if self.backoff == "fixed":
+            return min(self.base_delay_ms, self.max_delay_ms)
+        return min(self.base_delay_ms * 2 ** (attempt - 1), self.max_delay_ms)
+
+
+@dataclass(frozen=True, slots=True)
+class StepDefinition:
+    id: str
+    name: str
+    type: str
+    config: dict[str, Any]
+    depends_on: tuple[str, ...]
+    execute_if: str | None = None
+    retry: RetryPolicy | None = None  # None: the flow's policy applies
+    timeout_ms: int | None = None
+
+    @property
+    def critical(self) -> bool:
+        return bool(self.config.get("critical", False))
+
+
+@dataclass(frozen=True, slots=True)
+class ExecutionSettings:
+    concurrency: int | None = None
+    timeout_ms: int | None = None
+    retry: RetryPolicy = RetryPolicy()
+
+
+@dataclass(frozen=True, slots=True)
+class FlowDefinition:
+    steps: tuple[StepDefinition, ...]
+    settings: ExecutionSettings
+    order: tuple[str, ...]  # a topological order of the step ids
+
+    def step(self, step_id: str) -> StepDefinition:
+        return next(s for s in self.steps if s.id == step_id)
+
+
+# --- per-type config shapes ------------------------------------------------------------------------
+
+Check = Callable[[Problems, str, Any], None]
+
+
+def _str(required: bool = False, max_len: int = 100_000) -> Check:
+    def check(p: Problems, where: str, value: Any) -> None:
+        if value is None:
+            if required:
+                p.add(where, "Required", "required")
+        elif not isinstance(value, str):
+            p.add(where, f"Expected string, received {type_name(value)}", "invalid_type")
+        elif required and not value.strip():
+            p.add(where, "Must not be empty", "too_small")
+        elif len(value) > max_len:
+            p.add(where, f"At most {max_len} characters", "too_big")
+
+    return check
+
+
+def _int(low: int, high: int) -> Check:
+    def check(p: Problems, where: str, value: Any) -> None:
+        if value is None:
+            return
+        if isinstance(value, bool) or not isinstance(value, int):
+            p.add(where, f"Expected integer, received {type_name(value)}", "invalid_type")
+        elif not low <= value <= high:
+            p.add(where, f"Must be between {low} and {high}", "too_small" if value < low else "too_big")
+
+    return check
+
+
+def _bool(p: Problems, where: str, value: Any) -> None:
+    if value is not None and not isinstance(value, bool):
+        p.add(where, f"Expected boolean, received {type_name(value)}", "invalid_type")
+
+
+def _one_of(options: tuple[str, ...]) -> Check:
+    def check(p: Problems, where: str, value: Any) -> None:
+        if value is not None and value not in options:
+            expected = " | ".join(f"'{o}'" for o in options)
+            p.add(where, f"Invalid enum value. Expected {expected}, received '{value}'", "invalid_enum_value")
+
+    return check
+
+
+def _object(p: Problems, where: str, value: Any) -> None:
+    if value is not None and not isinstance(value, dict):
+        p.add(where, f"Expected object, received {type_name(value)}", "invalid_type")
+
+
+def _any(_p: Problems, _where: str, _value: Any) -> None:
+    return None
+
+
+_SANDBOX = {"code": _str(required=True), "language": _one_of(LANGUAGES)}
+_POLLING = {
+    "waitForCompletion": _bool,
+    "pollInterval": _int(100, 600_000),
+    "maxPollAttempts": _int(1, 10_000),
+}
+CONFIGS: dict[str, dict[str, Check]] = {
+    "http_request": {
+        "url": _str(required=True, max_len=2048),
+        "method": _one_of(HTTP_METHODS),
+        "headers": _object,
+        "body": _any,
+        "timeout": _int(1, TIMEOUT_MS_MAX),
+    },
+    "action": {"actionId": _str(), "actionKey": _str(max_len=64), "inputs": _object},
+    "data_transform": {"script": _str(required=True), "useSandbox": _bool},
+    "conditional": {"condition": _str(required=True, max_len=10_000), "useSandbox": _bool},
+    "code_execution": {**_SANDBOX, "mode": _one_of(("sync", "async")), **_POLLING},
+    "sandbox_sync": dict(_SANDBOX),
+    "sandbox_async": {**_SANDBOX, **_POLLING},
+    "delay": {"ms": _int(0, DELAY_MS_MAX)},
+}
+STEP_TYPES = tuple(CONFIGS)
+
+
+def _config(p: Problems, where: str, label: str, kind: str, config: Any) -> dict[str, Any]:
+    if config is None:
+        config = {}
+    if not isinstance(config, dict):
+        p.add(where, f"{label}: config must be an object", "invalid_type")
+        return {}
+    shape = CONFIGS[kind]
+    for key in sorted(set(config) - set(shape) - {"critical"}):
+        p.add(f"{where}.{key}", f"{label}: '{key}' is not a {kind} setting", "unrecognized_keys")
+    _bool(p, f"{where}.critical", config.get("critical"))
+    for key, check in shape.items():
+        check(p, f"{where}.{key}", config.get(key))
+    if kind == "action" and not (config.get("actionId") or config.get("actionKey")):
+        p.add(where, f"{label}: an action step needs actionId or actionKey", "required")
+    if kind == "delay" and config.get("ms") is None:
+        p.add(f"{where}.ms", f"{label}: a delay step needs ms", "required")
+    return config
+
+
+def _retry(p: Problems, where: str, raw: Any) -> RetryPolicy | None:
+    if raw is None:
+        return None
+    if not isinstance(raw, dict):
+        p.add(where, "retry must be an object", "invalid_type")
+        return None
+    known = {"maxRetries", "backoffStrategy", "baseDelayMs", "maxDelayMs"}
+    for key in sorted(set(raw) - known):
+        p.add(f"{where}.{key}", f"'{key}' is not a retry setting", "unrecognized_keys")
+    _int(0, RETRIES_MAX)(p, f"{where}.maxRetries", raw.get("maxRetries"))
+    _one_of(BACKOFF)(p, f"{where}.backoffStrategy", raw.get("backoffStrategy"))
+    _int(0, TIMEOUT_MS_MAX)(p, f"{where}.baseDelayMs", raw.get("baseDelayMs"))
+    _int(0, TIMEOUT_MS_MAX)(p, f"{where}.maxDelayMs", raw.get("maxDelayMs"))
+    base, top = raw.get("baseDelayMs", 1000), raw.get("maxDelayMs", 60_000)
+    if isinstance(base, int) and isinstance(top, int) and base > top:
+        p.add(where, f"baseDelayMs ({base}) is greater than maxDelayMs ({top})", "invalid_range")
+    try:
+        return RetryPolicy(
+            int(raw.get("maxRetries", 0)), str(raw.get("backoffStrategy", "exponential")), int(base), int(top)
+        )
+    except (TypeError, ValueError):
+        return None
+
+
+def _settings(p: Problems, raw: Any) -> ExecutionSettings:
+    if raw is None:
+        return ExecutionSettings()
+    if not isinstance(raw, dict):
+        p.add("settings", "settings must be an object", "invalid_type")
+        return ExecutionSettings()
+    execution = raw.get("execution")
+    if execution is None:
+        return ExecutionSettings()
+    if not isinstance(execution, dict):
+        p.add("settings.execution", "execution must be an object", "invalid_type")
+        return ExecutionSettings()
+    _int(1, 1000)(p, "settings.execution.concurrency", execution.get("concurrency"))
+    _int(1, TIMEOUT_MS_MAX)(p, "settings.execution.timeout", execution.get("timeout"))
+    retry = _retry(p, "settings.execution.retryPolicy", execution.get("retryPolicy")) or RetryPolicy()
+    concurrency, timeout = execution.get("concurrency"), execution.get("timeout")
+    return ExecutionSettings(
+        concurrency if isinstance(concurrency, int) and not isinstance(concurrency, bool) else None,
+        timeout if isinstance(timeout, int) and not isinstance(timeout, bool) else None,
+        retry,
+    )
+
+
+def _step(p: Problems, index: int, raw: Any, previous: str | None) -> StepDefinition | None:
+    where = f"steps.{index}"
+    if not isinstance(raw, dict):
+        p.add(where, f"Expected object, received {type_name(raw)}", "invalid_type")
+        return None
+    before = len(p.errors)
+    step_id = raw.get("id")
+    if not isinstance(step_id, str) or not _STEP_ID.fullmatch(step_id):
+        p.add(f"{where}.id", "Step id is required: up to 64 letters, digits, '_' or '-'", "invalid_string")
+        step_id = f"#{index}"
+    label = f"Step '{step_id}'"
+    if len(json.dumps(raw, default=str)) > STEP_BYTES_MAX:
+        p.add(where, f"{label} is larger than {STEP_BYTES_MAX} bytes", "too_big")
+    for key in sorted(set(raw) - _STEP_KEYS):
+        p.add(f"{where}.{key}", f"{label}: unknown step property '{key}'", "unrecognized_keys")
+    kind = raw.get("type")
+    if kind not in CONFIGS:
+        expected = " | ".join(f"'{t}'" for t in STEP_TYPES)
+        p.add(
+            f"{where}.type", f"{label}: unknown step type '{kind}'; expected {expected}", "invalid_enum_value"
+        )
+        config: dict[str, Any] = {}
+    else:
+        config = _config(p, f"{where}.config", label, kind, raw.get("config"))
+    _str(max_len=200)(p, f"{where}.name", raw.get("name"))
+    _str(max_len=10_000)(p, f"{where}.executeIf", raw.get("executeIf"))
+    _int(1, TIMEOUT_MS_MAX)(p, f"{where}.timeout", raw.get("timeout"))
+    depends = raw.get("dependsOn")
+    if depends is None:
+        depends = [previous] if previous else []
+    elif not isinstance(depends, list) or not all(isinstance(d, str) for d in depends):
+        p.add(f"{where}.dependsOn", f"{label}: dependsOn must be a list of step ids", "invalid_type")
+        depends = []
+    retry = _retry(p, f"{where}.retry", raw.get("retry"))
+    if len(p.errors) > before:
+        return None
+    return StepDefinition(
+        id=step_id,
+        name=raw.get("name") or step_id,
+        type=kind,
+        config=config,
+        depends_on=tuple(dict.fromkeys(depends)),
+        execute_if=raw.get("executeIf"),
+        retry=retry,
+        timeout_ms=raw.get("timeout"),
+    )
+
+
+def parse_definition(steps: Any, settings: Any = None) -> FlowDefinition:
+    """Check a flow's steps and settings; ValidationFailed names each step and field at fault."""
+    p = Problems()
+    if not isinstance(steps, list):
+        p.add("steps", f"Expected array, received {type_name(steps)}", "invalid_type")
+        p.raise_if_any()
+    if len(steps) > STEPS_MAX:
+        p.add("steps", f"A flow has at most {STEPS_MAX} steps", "too_big")
+        p.raise_if_any()
+    if len(json.dumps(steps, default=str)) > DEFINITION_BYTES_MAX:
+        p.add("steps", f"The steps are larger than {DEFINITION_BYTES_MAX} bytes", "too_big")
+    execution = _settings(p, settings)
+    parsed: list[StepDefinition] = []
+    seen: dict[str, int] = {}
+    previous: str | None = None
+    for index, raw in enumerate(steps):
+        step = _step(p, index, raw, previous)
+        raw_id = raw.get("id") if isinstance(raw, dict) else None
+        if isinstance(raw_id, str):
+            if raw_id in seen:
+                p.add(
+                    f"steps.{index}.id",
+                    f"Step id '{raw_id}' is used by steps {seen[raw_id]} and {index}",
+                    "duplicate",
+                )
+            seen.setdefault(raw_id, index)
+            previous = raw_id
+        if step is not None:
+            parsed.append(step)
+    for index, step in enumerate(parsed):
+        for dependency in step.depends_on:
+            if dependency not in seen:
+                p.add(
+                    f"steps.{seen.get(step.id, index)}.dependsOn",
+                    f"Step '{step.id}' depends on unknown step '{dependency}'",
+                    "invalid_reference",
+                )
+    p.raise_if_any()
+    order = _topological(p, parsed)
+    p.raise_if_any()
+    return FlowDefinition(tuple(parsed), execution, order)
+
+
+def _topological(p: Problems, steps: list[StepDefinition]) -> tuple[str, ...]:
+    """Kahn's algorithm, in declaration order among ready steps; what is left over is a cycle."""
+    waiting = {s.id: set(s.depends_on) for s in steps}
+    order: list[str] = []
+    ready = [s.id for s in steps if not waiting[s.id]]
+    while ready:
+        current = ready.pop(0)
+        order.append(current)
+        for s in steps:
+            if current in waiting[s.id]:
+                waiting[s.id].discard(current)
+                if not waiting[s.id]:
+                    ready.append(s.id)
+    stuck = [s.id for s in steps if s.id not in order]
+    if stuck:
+        p.add("steps", f"Steps form a dependency cycle: {', '.join(stuck)}", "cycle")
+    return tuple(order)
