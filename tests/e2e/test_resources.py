@@ -8,9 +8,8 @@ from tests.e2e.helpers import created, seed_objects
 def test_crud_round_trip_for_every_resource(org) -> None:
     objects = seed_objects(org)
     for path, obj in objects.items():
-        assert org.get(f"{path}/{obj['id']}").json() | {"key": obj.get("key")} == obj | {
-            "key": obj.get("key")
-        }
+        expected = {k: v for k, v in obj.items() if k != "key"} if path == "/api-keys" else obj
+        assert org.get(f"{path}/{obj['id']}").json() == expected  # a key's plaintext is shown only once
         assert obj["id"] in [item["id"] for item in org.get(path).json()]
         assert obj["createdAt"].endswith("Z") and obj["updatedAt"] >= obj["createdAt"]
     tool = objects["/tools"]
