@@ -31,6 +31,11 @@ class CredentialStatus:
     keys: list[str] | None  # None: no credentials stored
 
 
+def _view(tool: Tool, meta: ToolCredentials, values: dict[str, str], *, masked: bool) -> CredentialView:
+    shown = {k: mask(v) for k, v in values.items()} if masked else values
+    return CredentialView(tool, shown, masked, meta.created_at, meta.updated_at)
+
+
 class NoCredentials(NotFound):
     def __init__(self, tool_id: str) -> None:
         super().__init__("Credentials of tool", tool_id)
@@ -46,33 +51,29 @@ class ToolCredentialsService:
         self._store = store
         self._allow_unmask = allow_unmask
 
-    async def _tool(self, ctx: TenantContext, tool_id: str) -> Tool:
+    async def _lookup(self, ctx: TenantContext, tool_id: str) -> tuple[Tool, ToolCredentials | None]:
+        """The tool (404 if not the caller's) and its credentials' metadata, in one read."""
         async with self._uow(read_only=True) as uow:
             tool = await uow.tools.get(ctx.org_id, tool_id)
+            found = (
+                await uow.credentials.list(ctx.org_id, Page(limit=1), {"tool_id": tool_id}) if tool else []
+            )
         if tool is None:
             raise NotFound("Tool", tool_id)
-        return tool
-
-    async def _metadata(self, ctx: TenantContext, tool_id: str) -> ToolCredentials | None:
-        async with self._uow(read_only=True) as uow:
-            found = await uow.credentials.list(ctx.org_id, Page(limit=1), {"tool_id": tool_id})
-        return found[0] if found else None
+        return tool, found[0] if found else None
 
     async def store(self, ctx: TenantContext, tool_id: str, credentials: Any) -> CredentialView:
         values = validate_credentials(credentials)
-        tool = await self._tool(ctx, tool_id)
+        tool, _ = await self._lookup(ctx, tool_id)
         now = self._clock.now()
         # The values go to the store first: metadata never claims credentials that are not there.
         await self._store.put(ctx.org_id, tool_id, values)
         async with self._uow() as uow:
             found = await uow.credentials.list(ctx.org_id, Page(limit=1), {"tool_id": tool_id})
             if found:
-                meta = found[0].changed(now=now, keys=list(values))
-                if meta is not found[0]:
-                    await uow.credentials.update(meta)
-                else:  # same names, new values: still a change worth its timestamp
-                    meta = dataclasses.replace(meta, updated_at=now)
-                    await uow.credentials.update(meta)
+                # New values under the same names are still a change worth its timestamp.
+                meta = dataclasses.replace(found[0].changed(now=now, keys=list(values)), updated_at=now)
+                await uow.credentials.update(meta)
             else:
                 meta = ToolCredentials.build(
                     id=new_id("cred"), now=now, org_id=ctx.org_id, tool_id=tool_id, keys=list(values),
@@ -82,13 +83,10 @@ class ToolCredentialsService:
             # Which names changed is recorded; values never are.
             await uow.audit.add(audit_event(ctx, "credentials.stored", "tool", tool_id, now, keys=meta.keys))
             await uow.commit()
-        return CredentialView(
-            tool, {k: mask(v) for k, v in values.items()}, True, meta.created_at, meta.updated_at
-        )
+        return _view(tool, meta, values, masked=True)
 
     async def get(self, ctx: TenantContext, tool_id: str, *, unmask: bool = False) -> CredentialView:
-        tool = await self._tool(ctx, tool_id)
-        meta = await self._metadata(ctx, tool_id)
+        tool, meta = await self._lookup(ctx, tool_id)
         if meta is None:
             raise NoCredentials(tool_id)
         if unmask and not self._allow_unmask:
@@ -105,14 +103,10 @@ class ToolCredentialsService:
                     audit_event(ctx, "credentials.unmasked", "tool", tool_id, now, keys=meta.keys)
                 )
                 await uow.commit()
-            return CredentialView(tool, values, False, meta.created_at, meta.updated_at)
-        return CredentialView(
-            tool, {k: mask(v) for k, v in values.items()}, True, meta.created_at, meta.updated_at
-        )
+        return _view(tool, meta, values, masked=not unmask)
 
     async def delete(self, ctx: TenantContext, tool_id: str) -> Tool:
-        tool = await self._tool(ctx, tool_id)
-        meta = await self._metadata(ctx, tool_id)
+        tool, meta = await self._lookup(ctx, tool_id)
         if meta is None:
             raise NoCredentials(tool_id)
         async with self._uow() as uow:
