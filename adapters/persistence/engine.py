@@ -13,6 +13,8 @@ from sqlalchemy import event
 from sqlalchemy.engine import URL, make_url
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 
+from adapters.persistence.executor import json_text
+
 
 def normalize_url(raw: str) -> URL:
     """Accept the URLs people paste (``postgres://``, ``postgresql://…?sslmode=require``, ``sqlite:///x``)."""
@@ -38,10 +40,6 @@ def sqlite_url(path: Path) -> str:
 
 def _behind_pgbouncer(raw: str) -> bool:
     return make_url(raw).query.get("pgbouncer") in ("true", "1")
-
-
-def _json_dumps(value: Any) -> str:
-    return orjson.dumps(value).decode()
 
 
 def create_engine(
@@ -74,7 +72,7 @@ def create_engine(
         pool_pre_ping=False,
         echo=echo,
         connect_args=connect_args,
-        json_serializer=_json_dumps,
+        json_serializer=json_text,
         json_deserializer=orjson.loads,
         **extra,
     )
@@ -87,7 +85,7 @@ def _sqlite_engine(url: URL, echo: bool, read_only: bool) -> AsyncEngine:
         url,
         echo=echo,
         connect_args={"timeout": 30},
-        json_serializer=_json_dumps,
+        json_serializer=json_text,
         json_deserializer=orjson.loads,
     )
 

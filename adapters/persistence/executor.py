@@ -55,19 +55,18 @@ class AlchemyExecutor:
         return (await self._conn.execute(statement)).rowcount
 
 
+def json_text(value: Any) -> str:
+    """How JSON columns are serialised everywhere (SQLAlchemy engines and the asyncpg path)."""
+    return orjson.dumps(value).decode()
+
+
 _DIALECT = PGDialect_asyncpg(
-    paramstyle="numeric_dollar",
-    json_serializer=lambda v: orjson.dumps(v).decode(),
-    json_deserializer=orjson.loads,
+    paramstyle="numeric_dollar", json_serializer=json_text, json_deserializer=orjson.loads
 )
 
 
 def _is_json(type_: Any) -> bool:
     return isinstance(type_.dialect_impl(_DIALECT), JSON)
-
-
-def _json_text(value: Any) -> str:
-    return orjson.dumps(value).decode()
 
 
 class _Compiled:
@@ -83,7 +82,7 @@ class _Compiled:
         self.bind: dict[str, Callable[[Any], Any]] = {}
         for name in self.order:
             if _is_json(compiled.binds[name].type):
-                self.bind[name] = _json_text  # SQLAlchemy leaves JSON to a codec raw connections lack
+                self.bind[name] = json_text  # SQLAlchemy leaves JSON to a codec raw connections lack
             elif name in processors:
                 self.bind[name] = processors[name]
         self.names: list[str] = []
