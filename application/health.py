@@ -18,6 +18,17 @@ class ComponentStatus:
     details: dict[str, Any] = field(default_factory=dict)
 
 
+@dataclass(frozen=True, slots=True)
+class StatusReport:
+    database: ComponentStatus
+    cache: ComponentStatus | None  # None: no Redis configured
+
+    @property
+    def healthy(self) -> bool:
+        """Serving needs the database, and Redis when one is configured."""
+        return self.database.status == "healthy" and (self.cache is None or self.cache.status == "healthy")
+
+
 class SystemStatus:
     def __init__(
         self,
@@ -64,6 +75,12 @@ class SystemStatus:
         except Exception as exc:
             return ComponentStatus("unhealthy", error=type(exc).__name__)
         return ComponentStatus("healthy", round(elapsed * 1000, 2))
+
+    async def report(self, *, detailed: bool) -> StatusReport:
+        """The database (with record counts when ``detailed``) and, when ``detailed``, Redis."""
+        return StatusReport(
+            await self.database(with_counts=detailed), await self.cache() if detailed else None
+        )
 
     def runtime(self) -> dict[str, Any]:
         return {

@@ -1,10 +1,11 @@
 """Routes that are not plain tenant CRUD: organizations, API keys, audit trail, health."""
 
-from typing import Annotated
+from typing import Annotated, Any
 
 from fastapi import APIRouter, Query, Request
 from pydantic import BaseModel
 
+from application.health import ComponentStatus
 from entrypoints.rest import presenters as p
 from entrypoints.rest import schemas as s
 from entrypoints.rest.deps import AnyCaller, Paging, Tenant, caller, tenant
@@ -125,39 +126,36 @@ async def get_health(request: Request) -> JSONBytes:
 @health.get("/status", summary="Overall status")
 async def get_status(request: Request) -> JSONBytes:
     status = _c(request).system_status()
-    database = await status.database(with_counts=False)
-    ok = database.status == "healthy"
+    report = await status.report(detailed=False)
     body = {
-        "status": "ok" if ok else "error",
+        "status": "ok" if report.healthy else "error",
         "timestamp": p.iso(_c(request).clock().now()),
         "uptime": status.uptime(),
         "version": status.version,
         "environment": status.environment,
-        "database": {"status": database.status},
+        "database": {"status": report.database.status},
     }
-    return json(body, 200 if ok else 503)
+    return json(body, 200 if report.healthy else 503)
 
 
 @health.get("/status/detailed", summary="Database, Redis and runtime details")
 async def get_status_detailed(request: Request) -> JSONBytes:
     status = _c(request).system_status()
-    database = await status.database(with_counts=True)
-    cache = await status.cache()
-    ok = database.status == "healthy" and (cache is None or cache.status == "healthy")
+    report = await status.report(detailed=True)
     body = {
-        "status": "ok" if ok else "error",
+        "status": "ok" if report.healthy else "error",
         "timestamp": p.iso(_c(request).clock().now()),
         "version": status.version,
-        "database": _component(database),
+        "database": _component(report.database),
         "environment": status.runtime(),
     }
-    if cache is not None:
-        body["redis"] = _component(cache)
-    return json(body, 200 if ok else 503)
+    if report.cache is not None:
+        body["redis"] = _component(report.cache)
+    return json(body, 200 if report.healthy else 503)
 
 
-def _component(c) -> dict:
-    out: dict = {"status": c.status}
+def _component(c: ComponentStatus) -> dict[str, Any]:
+    out: dict[str, Any] = {"status": c.status}
     if c.connection_time_ms is not None:
         out["connectionTime"] = c.connection_time_ms
     if c.error:

@@ -94,3 +94,11 @@ def test_uptime_and_runtime(uow: MemoryUnitOfWorkFactory, clock: TickingClock) -
     assert (runtime["environment"], runtime["uptime"]) == ("test", 90)
     assert {"pythonVersion", "implementation", "platform"} <= runtime.keys()
     assert (system.version, system.environment) == ("1.2.3", "test")
+
+
+def test_the_report_is_healthy_only_when_every_configured_component_is() -> None:
+    from application.health import ComponentStatus, StatusReport
+
+    up, down = ComponentStatus("healthy", 1.0), ComponentStatus("unhealthy", error="OSError")
+    assert StatusReport(up, None).healthy and StatusReport(up, up).healthy
+    assert not StatusReport(down, None).healthy and not StatusReport(up, down).healthy
