@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Mapping
+from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass
 from datetime import datetime
 from types import TracebackType
@@ -143,3 +144,53 @@ class DatabaseProbe(Protocol):
 
 class CacheProbe(Protocol):
     async def ping(self) -> float: ...
+
+
+# --- code sandbox -------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class SandboxRun:
+    """One piece of user code to run. ``code`` is a function body whose ``return`` value is the
+    output, or (``expression=True``) a single expression whose value is the output (``executeIf``,
+    conditions). The code sees ``context`` (and its alias ``input``): ``{variables, stepOutputs,
+    meta, utils}``, where the sandbox supplies ``utils.log/warn/error`` and captures what they log."""
+
+    code: str
+    language: str  # "javascript" | "python" | "go" | "rust"
+    context: dict[str, Any]  # {variables, stepOutputs, meta}: JSON values only
+    timeout_ms: int = 30_000
+    expression: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class SandboxResult:
+    """What a run gave. A failed run is a result, not an exception: ``error`` is
+    ``{message, code, stack?}`` with code one of SYNTAX_ERROR, RUNTIME_ERROR, TIMEOUT, MEMORY_LIMIT,
+    OUTPUT_TOO_LARGE, UNSUPPORTED_LANGUAGE, SANDBOX_UNAVAILABLE."""
+
+    success: bool
+    output: Any = None
+    logs: tuple[dict[str, Any], ...] = ()  # {type: log|warn|error, message, data?, timestamp}
+    error: dict[str, Any] | None = None
+    execution_ms: int = 0
+    session_id: str | None = None
+
+
+class SandboxSession(Protocol):
+    """Runs for one execution on one worker; never shared between executions (or tenants)."""
+
+    async def run(self, run: SandboxRun) -> SandboxResult: ...
+
+
+class Sandbox(Protocol):
+    name: str  # "v8" | "daytona"
+
+    def session(self) -> AbstractAsyncContextManager[SandboxSession]: ...
+    async def start(self, run: SandboxRun) -> str:
+        """Start a run in the background (async code steps); returns its session id."""
+        ...
+
+    async def poll(self, session_id: str) -> SandboxResult | None:
+        """The result of a background run, or None while it is still running."""
+        ...

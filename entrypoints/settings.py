@@ -39,6 +39,16 @@ class Settings(BaseSettings):
     aws_endpoint_url: str | None = Field(None, validation_alias="AWS_ENDPOINT_URL")
     egress_allow: str = Field("", validation_alias="TOLSTOY_EGRESS_ALLOW")
     http_timeout_seconds: float = Field(30.0, validation_alias="TOLSTOY_HTTP_TIMEOUT_SECONDS", gt=0)
+    sandbox_backend: Literal["v8", "daytona"] = Field("v8", validation_alias="SANDBOX_BACKEND")
+    sandbox_memory_mb: int = Field(64, validation_alias="SANDBOX_MEMORY_MB", ge=8, le=4096)
+    sandbox_timeout_ms: int = Field(30_000, validation_alias="SANDBOX_TIMEOUT_MS", ge=10)
+    daytona_api_key: SecretStr | None = Field(None, validation_alias="DAYTONA_API_KEY")
+    daytona_base_url: str | None = Field(None, validation_alias="DAYTONA_BASE_URL")
+    daytona_sync_timeout_ms: int = Field(30_000, validation_alias="DAYTONA_SYNC_TIMEOUT", ge=100)
+    daytona_async_timeout_ms: int = Field(300_000, validation_alias="DAYTONA_ASYNC_TIMEOUT", ge=100)
+    engine_concurrency: int = Field(10, validation_alias="TOLSTOY_ENGINE_CONCURRENCY", ge=1, le=1000)
+    org_concurrency: int = Field(50, validation_alias="TOLSTOY_ORG_CONCURRENCY", ge=1, le=10_000)
+    lease_seconds: float = Field(30.0, validation_alias="TOLSTOY_LEASE_SECONDS", gt=0)
 
     @field_validator("database_url", "direct_url", "redis_url", mode="before")
     @classmethod
