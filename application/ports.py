@@ -12,8 +12,9 @@ from typing import Any, Protocol, Self, TypeVar
 from domain.audit import AuditEvent
 from domain.credentials import ToolCredentials
 from domain.events import OutboxEvent
+from domain.execution import Execution, StepState
 from domain.execution_log import ExecutionLog
-from domain.flow import Flow
+from domain.flow import Flow, FlowVersion
 from domain.organization import ApiKey, Organization, User
 from domain.tool import Action, Tool
 
@@ -110,6 +111,44 @@ class SecretStore(Protocol):
     async def delete(self, org_id: str, tool_id: str) -> None: ...
 
 
+class ExecutionRepository(TenantRepository[Execution], Protocol):
+    """Executions. ``update`` never writes the lease or the cancel request: those change only
+    through the methods below, so a worker's checkpoint cannot undo a cancel request."""
+
+    async def claim(self, execution_id: str, owner: str, until: datetime, now: datetime) -> Execution | None:
+        """Take the lease of an unfinished execution when it is free, expired or already ours."""
+        ...
+
+    async def renew(self, execution_id: str, owner: str, until: datetime) -> bool: ...
+    async def release(self, execution_id: str, owner: str) -> None: ...
+    async def request_cancel(self, org_id: str, execution_id: str) -> bool: ...
+    async def lock_org(self, org_id: str) -> None:
+        """Serialise admissions of one organization until the transaction ends."""
+        ...
+
+    async def running(self, org_id: str, flow_id: str | None = None) -> int: ...
+    async def due(self, now: datetime, limit: int) -> list[tuple[str, str, datetime | None]]:
+        """(org_id, id, wake_at) of unfinished executions no live worker holds, oldest first."""
+        ...
+
+    async def status_counts(self, org_id: str, flow_id: str) -> dict[str, int]: ...
+    async def average_duration_ms(
+        self, org_id: str, start: datetime | None, end: datetime | None
+    ) -> float | None: ...
+
+
+class StepStateRepository(Protocol):
+    async def add(self, state: StepState) -> None: ...
+    async def update(self, state: StepState) -> None: ...
+    async def for_execution(self, org_id: str, execution_id: str) -> list[StepState]: ...
+
+
+class ExecutionLogRepository(TenantRepository[ExecutionLog], Protocol):
+    async def stats(self, org_id: str, start: datetime | None, end: datetime | None) -> dict[str, int]:
+        """{executions, completed, failed, skipped}: distinct executions and finished step runs."""
+        ...
+
+
 class UnitOfWork(Protocol):
     """One transaction. Repositories handed out here act inside it; nothing is kept until commit."""
 
@@ -119,7 +158,10 @@ class UnitOfWork(Protocol):
     tools: TenantRepository[Tool]
     actions: TenantRepository[Action]
     flows: TenantRepository[Flow]
-    execution_logs: TenantRepository[ExecutionLog]
+    execution_logs: ExecutionLogRepository
+    flow_versions: TenantRepository[FlowVersion]
+    executions: ExecutionRepository
+    execution_steps: StepStateRepository
     audit: TenantRepository[AuditEvent]
     credentials: TenantRepository[ToolCredentials]
     outbox: TenantRepository[OutboxEvent]
@@ -193,4 +235,16 @@ class Sandbox(Protocol):
 
     async def poll(self, session_id: str) -> SandboxResult | None:
         """The result of a background run, or None while it is still running."""
+        ...
+
+
+# --- flow engine ----------------------------------------------------------------------------------
+
+
+class Scheduler(Protocol):
+    """Runs ``AdvanceExecution`` for an execution now or at a given time, on some worker."""
+
+    async def schedule(self, org_id: str, execution_id: str, at: datetime | None = None) -> None: ...
+    async def abort(self, execution_id: str) -> None:
+        """Stop in-flight work of the execution where the engine can (best effort)."""
         ...

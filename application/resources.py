@@ -16,7 +16,7 @@ from domain.audit import AuditEvent
 from domain.entity import Entity
 from domain.errors import Conflict, InvalidReference, NotFound
 from domain.execution_log import ExecutionLog
-from domain.flow import Flow
+from domain.flow import Flow, FlowVersion
 from domain.ids import new_id
 from domain.input_schema import PatternCompiler, parse_schema
 from domain.organization import User
@@ -70,6 +70,7 @@ class TenantResources(Generic[E]):
         async with self._uow() as uow:
             await self._check_references(uow, entity, None)
             await type(self).repository(uow).add(entity)
+            await self._after_write(uow, ctx, entity, None)
             await uow.audit.add(audit_event(ctx, f"{self.kind}.created", self.kind, entity.id, now))
             await uow.commit()
         return entity  # type: ignore[return-value]
@@ -83,6 +84,7 @@ class TenantResources(Generic[E]):
                 self._check(updated)
                 await self._check_references(uow, updated, current)
                 await type(self).repository(uow).update(updated)
+                await self._after_write(uow, ctx, updated, current)
                 changed = sorted(k for k in changes if getattr(updated, k) != getattr(current, k))
                 await uow.audit.add(
                     audit_event(ctx, f"{self.kind}.updated", self.kind, entity_id, now, fields=changed)
@@ -119,6 +121,10 @@ class TenantResources(Generic[E]):
         return None
 
     async def _before_delete(self, uow: UnitOfWork, ctx: TenantContext, entity: E) -> None:
+        return None
+
+    async def _after_write(self, uow: UnitOfWork, ctx: TenantContext, entity: E, current: E | None) -> None:
+        """Writes that belong to the same transaction as the entity's (``current`` None: created)."""
         return None
 
 
@@ -203,6 +209,18 @@ class Actions(TenantResources[Action]):
 class Flows(TenantResources[Flow]):
     entity, resource, kind, id_prefix = Flow, "Flow", "flow", "flow"
     repository = staticmethod(lambda uow: uow.flows)
+
+    async def _after_write(
+        self, uow: UnitOfWork, ctx: TenantContext, entity: Flow, current: Flow | None
+    ) -> None:
+        if current is None or entity.version != current.version:
+            await uow.flow_versions.add(entity.snapshot(version_id=new_id("fv"), created_by=ctx.user_id))
+
+    async def versions(self, ctx: TenantContext, flow_id: str, page: Page) -> list[FlowVersion]:
+        async with self._uow(read_only=True) as uow:
+            await self._load(uow, ctx, flow_id)
+            found = await uow.flow_versions.list(ctx.org_id, page, {"flow_id": flow_id})
+        return sorted(found, key=lambda v: v.version, reverse=True)
 
 
 class ExecutionLogs(TenantResources[ExecutionLog]):

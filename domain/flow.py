@@ -1,4 +1,9 @@
-"""Flows: named, versioned lists of steps. Step semantics arrive with the engine."""
+"""Flows: named, versioned definitions of steps (domain/flow_definition.py says what a step is).
+
+A flow's steps and execution settings are checked as a whole on every create and update. Changing
+either makes a new version; each version is kept as an immutable ``FlowVersion`` and an execution
+pins the version it started on.
+"""
 
 from __future__ import annotations
 
@@ -8,9 +13,10 @@ from typing import Any, ClassVar, Self
 
 from domain import rules
 from domain.entity import Entity, Validator
+from domain.flow_definition import STEPS_MAX, FlowDefinition, parse_definition
 from domain.rules import UNSET, Problems
 
-STEPS_MAX = 500
+__all__ = ["STEPS_MAX", "Flow", "FlowVersion"]
 
 
 def _steps(p: Problems, v: Any) -> list[dict[str, Any]]:
@@ -38,9 +44,53 @@ class Flow(Entity):
     settings: dict[str, Any] = dataclasses.field(default_factory=dict)
     version: int = 1
 
+    @property
+    def definition(self) -> FlowDefinition:
+        """The checked steps and settings; raises ValidationFailed naming each step and field."""
+        return parse_definition(self.steps, self.settings)
+
+    @classmethod
+    def build(cls, *, id: str, now: datetime, **values: Any) -> Self:
+        flow = Entity.build.__func__(cls, id=id, now=now, **values)  # type: ignore[attr-defined]
+        flow.definition  # noqa: B018 - the definition as a whole must hold
+        return flow
+
     def changed(self, *, now: datetime, **changes: Any) -> Self:
-        """Changing the steps makes a new version; the engine pins executions to one."""
+        """Changing the steps or the settings makes a new version; executions pin one."""
         updated = Entity.changed(self, now=now, **changes)
-        if changes.get("steps", UNSET) is not UNSET and updated.steps != self.steps:
+        if updated is self:
+            return self
+        if (updated.steps, updated.settings) != (self.steps, self.settings):
+            updated.definition  # noqa: B018
             updated = dataclasses.replace(updated, version=self.version + 1)
         return updated
+
+    def snapshot(self, *, version_id: str, created_by: str | None) -> FlowVersion:
+        return FlowVersion(
+            id=version_id,
+            org_id=self.org_id,
+            flow_id=self.id,
+            version=self.version,
+            steps=self.steps,
+            settings=self.settings,
+            created_by=created_by,
+            created_at=self.updated_at,
+        )
+
+
+@dataclasses.dataclass(frozen=True, slots=True, kw_only=True)
+class FlowVersion:
+    """One version of a flow's steps and settings, as it was; never changed after it is written."""
+
+    id: str
+    org_id: str
+    flow_id: str
+    version: int
+    steps: list[dict[str, Any]]
+    settings: dict[str, Any]
+    created_by: str | None
+    created_at: datetime
+
+    @property
+    def definition(self) -> FlowDefinition:
+        return parse_definition(self.steps, self.settings)

@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any, Generic, TypeVar
 
-from sqlalchemy import Table, bindparam, delete, func, insert, select, update
+from sqlalchemy import Table, bindparam, delete, distinct, func, insert, or_, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.sql import Executable
 
@@ -166,3 +166,147 @@ class SqlOrganizationRepository(_Rows[Organization]):
             return False
         t = self._table
         return await self._write(delete(t).where(t.c.id == org_id)) > 0
+
+
+# Columns only the lease and cancel methods write: a checkpoint's UPDATE leaves them alone.
+_EXECUTION_CONTROL = frozenset({"lease_owner", "lease_until", "cancel_requested"})
+_UNFINISHED = ("queued", "running")
+
+
+class SqlExecutionRepository(SqlTenantRepository[E]):
+    def __init__(self, db: Executor) -> None:
+        from domain.execution import Execution
+
+        super().__init__(db, tables.executions, Execution, "Execution", frozenset({"flow_id", "status"}))
+
+    async def update(self, entity: E) -> None:
+        t = self._table
+        values = {k: v for k, v in self._values(entity).items() if k not in _EXECUTION_CONTROL}
+        org_id, entity_id = values.pop("org_id"), values.pop("id")
+        values.pop("created_at", None)
+        await self._write(update(t).where(t.c.org_id == org_id, t.c.id == entity_id).values(values))
+
+    async def claim(self, execution_id: str, owner: str, until: Any, now: Any) -> E | None:
+        t = self._table
+        free = or_(t.c.lease_owner.is_(None), t.c.lease_until < now, t.c.lease_owner == owner)
+        taken = await self._db.run(
+            update(t)
+            .where(t.c.id == execution_id, t.c.status.in_(_UNFINISHED), free)
+            .values(lease_owner=owner, lease_until=until)
+        )
+        if not taken:
+            return None
+        row = await self._db.first(select(t).where(t.c.id == execution_id))
+        return None if row is None else self._from_row(row)
+
+    async def renew(self, execution_id: str, owner: str, until: Any) -> bool:
+        t = self._table
+        statement = (
+            update(t).where(t.c.id == execution_id, t.c.lease_owner == owner).values(lease_until=until)
+        )
+        return await self._db.run(statement) > 0
+
+    async def release(self, execution_id: str, owner: str) -> None:
+        t = self._table
+        await self._db.run(
+            update(t)
+            .where(t.c.id == execution_id, t.c.lease_owner == owner)
+            .values(lease_owner=None, lease_until=None)
+        )
+
+    async def request_cancel(self, org_id: str, execution_id: str) -> bool:
+        t = self._table
+        statement = (
+            update(t)
+            .where(t.c.org_id == org_id, t.c.id == execution_id, t.c.status.in_(_UNFINISHED))
+            .values(cancel_requested=True)
+        )
+        return await self._db.run(statement) > 0
+
+    async def lock_org(self, org_id: str) -> None:
+        # A no-op UPDATE: a row lock on PostgreSQL, the database write lock on SQLite.
+        o = tables.organizations
+        await self._db.run(update(o).where(o.c.id == org_id).values(updated_at=o.c.updated_at))
+
+    async def running(self, org_id: str, flow_id: str | None = None) -> int:
+        t = self._table
+        query = select(func.count()).where(t.c.org_id == org_id, t.c.status == "running")
+        if flow_id is not None:
+            query = query.where(t.c.flow_id == flow_id)
+        return await self._db.scalar(query)
+
+    async def due(self, now: Any, limit: int) -> list[tuple[str, str, Any]]:
+        t = self._table
+        query = (
+            select(t.c.org_id, t.c.id, t.c.wake_at)
+            .where(
+                t.c.status.in_(_UNFINISHED),
+                or_(t.c.lease_owner.is_(None), t.c.lease_until < now),
+            )
+            .order_by(t.c.created_at, t.c.id)
+            .limit(limit)
+        )
+        return [(r["org_id"], r["id"], r["wake_at"]) for r in await self._db.all(query)]
+
+    async def status_counts(self, org_id: str, flow_id: str) -> dict[str, int]:
+        t = self._table
+        query = (
+            select(t.c.status, func.count().label("n"))
+            .where(t.c.org_id == org_id, t.c.flow_id == flow_id)
+            .group_by(t.c.status)
+        )
+        return {r["status"]: int(r["n"]) for r in await self._db.all(query)}
+
+    async def average_duration_ms(self, org_id: str, start: Any, end: Any) -> float | None:
+        t = self._table
+        query = select(func.avg(t.c.duration_ms)).where(t.c.org_id == org_id, t.c.duration_ms.is_not(None))
+        if start is not None:
+            query = query.where(t.c.created_at >= start)
+        if end is not None:
+            query = query.where(t.c.created_at <= end)
+        value = await self._db.scalar(query)
+        return None if value is None else float(value)
+
+
+class SqlStepStateRepository(_Rows[E]):
+    def __init__(self, db: Executor) -> None:
+        from domain.execution import StepState
+
+        super().__init__(db, tables.execution_steps, StepState, "StepState")
+
+    async def add(self, state: E) -> None:
+        await self._write(insert(self._table).values(self._values(state)))
+
+    async def update(self, state: E) -> None:
+        t = self._table
+        values = self._values(state)
+        state_id = values.pop("id")
+        for fixed in ("org_id", "execution_id", "step_id", "created_at"):
+            values.pop(fixed)
+        await self._write(update(t).where(t.c.id == state_id).values(values))
+
+    async def for_execution(self, org_id: str, execution_id: str) -> list[E]:
+        t = self._table
+        query = select(t).where(t.c.org_id == org_id, t.c.execution_id == execution_id)
+        return [self._from_row(row) for row in await self._db.all(query)]
+
+
+class SqlExecutionLogRepository(SqlTenantRepository[E]):
+    async def stats(self, org_id: str, start: Any, end: Any) -> dict[str, int]:
+        t = self._table
+        where = [t.c.org_id == org_id]
+        if start is not None:
+            where.append(t.c.created_at >= start)
+        if end is not None:
+            where.append(t.c.created_at <= end)
+        executions = await self._db.scalar(select(func.count(distinct(t.c.execution_id))).where(*where))
+        rows = await self._db.all(
+            select(t.c.status, func.count().label("n")).where(*where).group_by(t.c.status)
+        )
+        counts = {r["status"]: int(r["n"]) for r in rows}
+        return {
+            "executions": int(executions),
+            "completed": counts.get("completed", 0),
+            "failed": counts.get("failed", 0),
+            "skipped": counts.get("skipped", 0),
+        }

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from sqlalchemy import (
+    Boolean,
     Column,
     ForeignKey,
     ForeignKeyConstraint,
@@ -207,4 +208,72 @@ outbox_events = Table(
     Column("dispatched_at", UTCDateTime()),
     Index(None, "dispatched_at", "created_at"),
     Index(None, "org_id", "created_at"),
+)
+
+# Every version of a flow's steps and settings, immutable once written; executions pin one.
+flow_versions = Table(
+    "flow_versions",
+    metadata,
+    _id(),
+    _org_id(),
+    Column("flow_id", String(ID), nullable=False),
+    Column("version", Integer, nullable=False),
+    Column("steps", JSONDocument, nullable=False),
+    Column("settings", JSONDocument, nullable=False),
+    Column("created_by", String(ID)),
+    Column("created_at", UTCDateTime(), nullable=False),
+    UniqueConstraint("flow_id", "version"),
+    ForeignKeyConstraint(["org_id", "flow_id"], ["flows.org_id", "flows.id"], ondelete="CASCADE"),
+    Index(None, "org_id", "flow_id"),
+)
+
+# One row per execution. lease_owner/lease_until: the worker advancing it (expires if it dies);
+# wake_at: when a delay or a retry is due.
+executions = Table(
+    "executions",
+    metadata,
+    _id(),
+    _org_id(),
+    Column("flow_id", String(ID), nullable=False),
+    Column("flow_version", Integer, nullable=False),
+    Column("user_id", String(ID)),
+    Column("status", String(16), nullable=False),
+    Column("variables", JSONDocument, nullable=False),
+    Column("outputs", JSONDocument),
+    Column("error", JSONDocument),
+    Column("retry_of", String(ID)),
+    Column("resume", Boolean, nullable=False),
+    Column("wake_at", UTCDateTime()),
+    Column("deadline_at", UTCDateTime()),
+    Column("lease_owner", String(ID)),
+    Column("lease_until", UTCDateTime()),
+    Column("cancel_requested", Boolean, nullable=False),
+    Column("started_at", UTCDateTime()),
+    Column("finished_at", UTCDateTime()),
+    Column("duration_ms", Integer),
+    *_timestamps(),
+    ForeignKeyConstraint(["org_id", "flow_id"], ["flows.org_id", "flows.id"], ondelete="CASCADE"),
+    Index(None, "org_id", "flow_id", "created_at"),
+    Index(None, "status", "wake_at"),
+    Index(None, "org_id", "status"),
+)
+
+# The state of each step of an execution: the checkpoint the engine resumes from.
+execution_steps = Table(
+    "execution_steps",
+    metadata,
+    Column("id", String(160), primary_key=True),  # "{execution_id}:{step_id}"
+    _org_id(),
+    Column("execution_id", String(ID), ForeignKey("executions.id", ondelete="CASCADE"), nullable=False),
+    Column("step_id", String(ID), nullable=False),
+    Column("status", String(16), nullable=False),
+    Column("attempt", Integer, nullable=False),
+    Column("output", JSONDocument),
+    Column("error", JSONDocument),
+    Column("next_at", UTCDateTime()),
+    Column("log_id", String(ID)),
+    Column("started_at", UTCDateTime()),
+    Column("finished_at", UTCDateTime()),
+    *_timestamps(),
+    Index(None, "execution_id"),
 )

@@ -15,14 +15,17 @@ from adapters.persistence.engine import ReadPool
 from adapters.persistence.executor import AlchemyExecutor, AsyncpgExecutor, Executor
 from adapters.persistence.repositories import (
     SqlApiKeyRepository,
+    SqlExecutionLogRepository,
+    SqlExecutionRepository,
     SqlOrganizationRepository,
+    SqlStepStateRepository,
     SqlTenantRepository,
 )
 from domain.audit import AuditEvent
 from domain.credentials import ToolCredentials
 from domain.events import OutboxEvent
 from domain.execution_log import ExecutionLog
-from domain.flow import Flow
+from domain.flow import Flow, FlowVersion
 from domain.organization import ApiKey, User
 from domain.tool import Action, Tool
 
@@ -39,16 +42,16 @@ _REPOSITORIES = {
     "tools": _tenant(t.tools, Tool, "Tool", "key", "auth_type"),
     "actions": _tenant(t.actions, Action, "Action", "tool_id", "key", "method"),
     "flows": _tenant(t.flows, Flow, "Flow", "name"),
-    "execution_logs": _tenant(
+    "execution_logs": lambda db: SqlExecutionLogRepository(
+        db,
         t.execution_logs,
         ExecutionLog,
         "ExecutionLog",
-        "flow_id",
-        "execution_id",
-        "step_key",
-        "status",
-        "user_id",
+        frozenset({"flow_id", "execution_id", "step_key", "status", "user_id"}),
     ),
+    "flow_versions": _tenant(t.flow_versions, FlowVersion, "FlowVersion", "flow_id", "version"),
+    "executions": SqlExecutionRepository,
+    "execution_steps": SqlStepStateRepository,
     "audit": _tenant(t.audit_events, AuditEvent, "AuditEvent", "action", "resource_type", "resource_id"),
     "credentials": _tenant(t.tool_credentials, ToolCredentials, "ToolCredentials", "tool_id"),
     "outbox": _tenant(t.outbox_events, OutboxEvent, "OutboxEvent", "type"),

@@ -39,7 +39,9 @@ async def new_action(actions: Actions, tenant: Tenant, tool_id: str, **fields: A
 
 
 async def new_flow(flows: Flows, tenant: Tenant) -> Flow:
-    return await flows.create(tenant.ctx, name="Sync", steps=[{"id": "a", "type": "delay"}])
+    return await flows.create(
+        tenant.ctx, name="Sync", steps=[{"id": "a", "type": "delay", "config": {"ms": 10}}]
+    )
 
 
 async def new_log(logs: ExecutionLogs, ctx: TenantContext, flow_id: str, **fields: Any) -> ExecutionLog:
@@ -242,7 +244,7 @@ async def test_changing_steps_makes_a_new_flow_version(flows: Flows, acme: Tenan
     flow = await new_flow(flows, acme)
     renamed = await flows.update(acme.ctx, flow.id, name="Renamed")
     assert renamed.version == 1
-    v2 = await flows.update(acme.ctx, flow.id, steps=[{"id": "b", "type": "delay"}])
+    v2 = await flows.update(acme.ctx, flow.id, steps=[{"id": "b", "type": "delay", "config": {"ms": 10}}])
     assert v2.version == 2 and await flows.get(acme.ctx, flow.id) == v2
 
 

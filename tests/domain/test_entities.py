@@ -201,13 +201,13 @@ def test_changed_validates_like_build_and_reports_every_problem() -> None:
 
 
 def test_flow_version_increments_only_when_steps_really_change() -> None:
-    steps = [{"id": "a", "type": "delay"}]
+    steps = [{"id": "a", "type": "delay", "config": {"ms": 10}}]
     original = flow(steps=steps)
     assert original.version == 1
-    assert original.changed(now=LATER, steps=[{"id": "a", "type": "delay"}]) is original
+    assert original.changed(now=LATER, steps=[{"id": "a", "type": "delay", "config": {"ms": 10}}]) is original
     renamed = original.changed(now=LATER, name="Renamed", steps=UNSET)
     assert (renamed.name, renamed.version) == ("Renamed", 1)
-    v2 = original.changed(now=LATER, steps=[*steps, {"id": "b", "type": "delay"}])
+    v2 = original.changed(now=LATER, steps=[*steps, {"id": "b", "type": "delay", "config": {"ms": 10}}])
     assert (v2.version, len(v2.steps)) == (2, 2)
     v3 = v2.changed(now=LATER, steps=[], name="Emptied")
     assert (v3.version, v3.steps, v3.name) == (3, [], "Emptied")
@@ -221,7 +221,19 @@ def test_flow_steps_are_objects_and_bounded() -> None:
     with pytest.raises(ValidationFailed) as caught:
         flow(steps=[{}] * (STEPS_MAX + 1))
     assert problems(caught) == {("steps", "too_big")}
-    assert len(flow(steps=[{}] * STEPS_MAX).steps) == STEPS_MAX
+    many = [{"id": f"s{i}", "type": "delay", "config": {"ms": 1}} for i in range(STEPS_MAX)]
+    assert len(flow(steps=many).steps) == STEPS_MAX
+
+
+def test_a_flow_is_checked_as_a_whole_definition() -> None:
+    with pytest.raises(ValidationFailed) as caught:
+        flow(steps=[{"id": "a", "type": "delay", "config": {"ms": 1}, "dependsOn": ["nope"]}])
+    assert problems(caught) == {("steps.0.dependsOn", "invalid_reference")}
+    good = flow(steps=[{"id": "a", "type": "delay", "config": {"ms": 1}}])
+    with pytest.raises(ValidationFailed) as caught:
+        good.changed(now=LATER, settings={"execution": {"retryPolicy": {"maxRetries": -1}}})
+    assert problems(caught) == {("settings.execution.retryPolicy.maxRetries", "too_small")}
+    assert good.changed(now=LATER, settings={"execution": {"concurrency": 2}}).version == 2
 
 
 def test_execution_log_starts_started_and_may_finish_once() -> None:

@@ -32,7 +32,11 @@ def seed_objects(api: Api) -> dict[str, dict[str, Any]]:
             },
         )
     )
-    flow = created(api.post("/flows", json={"name": "Triage", "steps": [{"id": "s1", "type": "delay"}]}))
+    flow = created(
+        api.post(
+            "/flows", json={"name": "Triage", "steps": [{"id": "s1", "type": "delay", "config": {"ms": 10}}]}
+        )
+    )
     log = created(
         api.post(
             "/execution-logs",

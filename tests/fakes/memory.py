@@ -32,6 +32,9 @@ RESOURCES = {
     "audit": "AuditEvent",
     "credentials": "ToolCredentials",
     "outbox": "OutboxEvent",
+    "flow_versions": "FlowVersion",
+    "executions": "Execution",
+    "execution_steps": "StepState",
 }
 FILTERABLE = {
     "users": frozenset({"email"}),
@@ -43,6 +46,9 @@ FILTERABLE = {
     "audit": frozenset({"action", "resource_type", "resource_id"}),
     "credentials": frozenset({"tool_id"}),
     "outbox": frozenset({"type"}),
+    "flow_versions": frozenset({"flow_id", "version"}),
+    "executions": frozenset({"flow_id", "status"}),
+    "execution_steps": frozenset({"execution_id"}),
 }
 UNIQUE_IN_ORG = {
     "users": "email",
@@ -56,10 +62,16 @@ FOREIGN_KEYS = (
     ("execution_logs", "flow_id", "flows", True, "cascade"),
     ("execution_logs", "user_id", "users", False, "set null"),
     ("credentials", "tool_id", "tools", True, "cascade"),
+    ("flow_versions", "flow_id", "flows", True, "cascade"),
+    ("executions", "flow_id", "flows", True, "cascade"),
+    ("execution_steps", "execution_id", "executions", False, "cascade"),
 )
 # Every tenant table references organizations ON DELETE CASCADE. Children come before their
 # parents, so removing an organization's rows in this order never meets a restricting reference.
 OWNED_BY_ORGANIZATION = (
+    "execution_steps",
+    "executions",
+    "flow_versions",
     "execution_logs",
     "audit",
     "credentials",
@@ -233,6 +245,116 @@ class MemoryOrganizationRepository(_Repository):
         return self._uow._write(_delete, self._table, None, org_id)
 
 
+_CONTROL = ("lease_owner", "lease_until", "cancel_requested")
+_UNFINISHED = ("queued", "running")
+
+
+def _set(tables: Tables, table: str, row_id: str, changes: dict[str, Any]) -> None:
+    row = tables[table].get(row_id)
+    if row is not None:
+        tables[table][row_id] = dataclasses.replace(row, **changes)
+
+
+def _keep_control(tables: Tables, table: str, row: Any) -> None:
+    old = tables[table].get(row.id)
+    if old is not None:
+        row = dataclasses.replace(row, **{k: getattr(old, k) for k in _CONTROL})
+    _update(tables, table, row)
+
+
+class MemoryExecutionRepository(MemoryTenantRepository):
+    async def update(self, entity: Any) -> None:
+        self._uow._write(_keep_control, self._table, deepcopy(entity))
+
+    async def claim(self, execution_id: str, owner: str, until: Any, now: Any) -> Any | None:
+        row = self._rows().get(execution_id)
+        if row is None or row.status not in _UNFINISHED:
+            return None
+        if row.lease_owner not in (None, owner) and row.lease_until >= now:
+            return None
+        self._uow._write(_set, self._table, execution_id, {"lease_owner": owner, "lease_until": until})
+        return deepcopy(self._rows()[execution_id])
+
+    async def renew(self, execution_id: str, owner: str, until: Any) -> bool:
+        row = self._rows().get(execution_id)
+        if row is None or row.lease_owner != owner:
+            return False
+        self._uow._write(_set, self._table, execution_id, {"lease_until": until})
+        return True
+
+    async def release(self, execution_id: str, owner: str) -> None:
+        row = self._rows().get(execution_id)
+        if row is not None and row.lease_owner == owner:
+            self._uow._write(_set, self._table, execution_id, {"lease_owner": None, "lease_until": None})
+
+    async def request_cancel(self, org_id: str, execution_id: str) -> bool:
+        row = self._rows().get(execution_id)
+        if row is None or row.org_id != org_id or row.status not in _UNFINISHED:
+            return False
+        self._uow._write(_set, self._table, execution_id, {"cancel_requested": True})
+        return True
+
+    async def lock_org(self, org_id: str) -> None:
+        return None  # one event loop: admissions cannot interleave inside a unit of work
+
+    async def running(self, org_id: str, flow_id: str | None = None) -> int:
+        return sum(
+            1
+            for r in self._rows().values()
+            if r.org_id == org_id and r.status == "running" and flow_id in (None, r.flow_id)
+        )
+
+    async def due(self, now: Any, limit: int) -> list[tuple[str, str, Any]]:
+        rows = [
+            r
+            for r in self._rows().values()
+            if r.status in _UNFINISHED and (r.lease_owner is None or r.lease_until < now)
+        ]
+        rows.sort(key=lambda r: (r.created_at, r.id))
+        return [(r.org_id, r.id, r.wake_at) for r in rows[:limit]]
+
+    async def status_counts(self, org_id: str, flow_id: str) -> dict[str, int]:
+        counts: dict[str, int] = {}
+        for r in self._rows().values():
+            if r.org_id == org_id and r.flow_id == flow_id:
+                counts[r.status] = counts.get(r.status, 0) + 1
+        return counts
+
+    async def average_duration_ms(self, org_id: str, start: Any, end: Any) -> float | None:
+        values = [
+            r.duration_ms
+            for r in self._rows().values()
+            if r.org_id == org_id
+            and r.duration_ms is not None
+            and (start is None or r.created_at >= start)
+            and (end is None or r.created_at <= end)
+        ]
+        return sum(values) / len(values) if values else None
+
+
+class MemoryStepStateRepository(_Repository):
+    async def for_execution(self, org_id: str, execution_id: str) -> list[Any]:
+        rows = self._rows().values()
+        return [deepcopy(r) for r in rows if r.org_id == org_id and r.execution_id == execution_id]
+
+
+class MemoryExecutionLogRepository(MemoryTenantRepository):
+    async def stats(self, org_id: str, start: Any, end: Any) -> dict[str, int]:
+        rows = [
+            r
+            for r in self._rows().values()
+            if r.org_id == org_id
+            and (start is None or r.created_at >= start)
+            and (end is None or r.created_at <= end)
+        ]
+        return {
+            "executions": len({r.execution_id for r in rows}),
+            "completed": sum(r.status == "completed" for r in rows),
+            "failed": sum(r.status == "failed" for r in rows),
+            "skipped": sum(r.status == "skipped" for r in rows),
+        }
+
+
 class MemoryUnitOfWork:
     def __init__(self, store: MemoryStore, read_only: bool) -> None:
         self._store, self._read_only = store, read_only
@@ -248,7 +370,10 @@ class MemoryUnitOfWork:
         self.outbox = MemoryTenantRepository(self, "outbox")
         self.actions = MemoryTenantRepository(self, "actions")
         self.flows = MemoryTenantRepository(self, "flows")
-        self.execution_logs = MemoryTenantRepository(self, "execution_logs")
+        self.execution_logs = MemoryExecutionLogRepository(self, "execution_logs")
+        self.flow_versions = MemoryTenantRepository(self, "flow_versions")
+        self.executions = MemoryExecutionRepository(self, "executions")
+        self.execution_steps = MemoryStepStateRepository(self, "execution_steps")
         self.audit = MemoryTenantRepository(self, "audit")
 
     async def __aenter__(self) -> Self:

@@ -58,11 +58,10 @@ FLOW = {
     "description": "A flow of a few steps, read back by the benchmark",
     "steps": [
         {
-            "key": f"step_{i}",
-            "type": "action",
-            "action": "http.request",
-            "inputs": {"url": f"https://example.invalid/api/{i}", "method": "POST", "body": {"n": i}},
-            "retry": {"attempts": 3, "backoffMs": 500},
+            "id": f"step_{i}",
+            "type": "http_request",
+            "config": {"url": f"https://example.invalid/api/{i}", "method": "POST", "body": {"n": i}},
+            "retry": {"maxRetries": 3, "baseDelayMs": 500},
         }
         for i in range(5)
     ],
