@@ -7,6 +7,7 @@ sent through the egress-guarded HttpClient -> an answer, an audit row and an out
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import time
 from collections.abc import Iterable
@@ -14,7 +15,15 @@ from dataclasses import dataclass
 from typing import Any
 from urllib.parse import urlencode
 
-from application.ports import Clock, HttpClient, Metrics, OutboundRequest, SecretStore, UnitOfWorkFactory
+from application.ports import (
+    Clock,
+    HttpClient,
+    Metrics,
+    OutboundRequest,
+    Page,
+    SecretStore,
+    UnitOfWorkFactory,
+)
 from application.resources import audit_event
 from application.tenancy import TenantContext
 from domain import templates
@@ -100,9 +109,25 @@ class ExecuteAction:
         self._metrics = metrics
         self._timeout = timeout_seconds
 
-    async def execute(self, ctx: TenantContext, action_id: str, inputs: Any) -> ActionResult:
+    async def execute(
+        self,
+        ctx: TenantContext,
+        action_id: str,
+        inputs: Any,
+        *,
+        by_key: bool = False,
+        headers: dict[str, str] | None = None,
+        step_id: str | None = None,
+        run_id: str | None = None,
+    ) -> ActionResult:
+        """Run an action (by id, or by key when ``by_key``). A flow step passes its ``step_id``,
+        the execution as ``run_id`` and extra ``headers`` (its Idempotency-Key)."""
         async with self._uow(read_only=True) as uow:
-            action = await uow.actions.get(ctx.org_id, action_id)
+            if by_key:
+                found = await uow.actions.list(ctx.org_id, Page(limit=1), {"key": action_id})
+                action = found[0] if found else None
+            else:
+                action = await uow.actions.get(ctx.org_id, action_id)
             tool = await uow.tools.get(ctx.org_id, action.tool_id) if action else None
         if action is None or tool is None:
             raise NotFound("Action", action_id)
@@ -116,7 +141,11 @@ class ExecuteAction:
         self._metrics.auth_injected(
             ctx.org_id, tool.key, tool.auth_type, "success" if injected else "skipped"
         )
-        run_id = execution_id(time.time())
+        if step_id is not None and injected:
+            self._metrics.step_auth_injected(ctx.org_id, step_id, tool.auth_type)
+        if headers:
+            request = dataclasses.replace(request, headers={**headers, **request.headers})
+        run_id = run_id or execution_id(time.time())
         started = time.perf_counter()
         try:
             response = await self._http.send(request)

@@ -14,7 +14,7 @@ from typing import Any, ClassVar, Self
 from domain import rules
 from domain.entity import Entity, Validator
 from domain.flow_definition import STEPS_MAX, FlowDefinition, parse_definition
-from domain.rules import UNSET, Problems
+from domain.rules import Problems
 
 __all__ = ["STEPS_MAX", "Flow", "FlowVersion"]
 

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import logging
+import os
+import socket
 from importlib.metadata import PackageNotFoundError, version
 
 from dependency_injector import containers, providers
@@ -18,10 +20,13 @@ from adapters.regex import compile_pattern
 from adapters.secrets.keyring import Keyring, load_keyring
 from adapters.secrets.local import LocalSecretStore
 from application.credentials import ToolCredentialsService
+from application.engine.advance import AdvanceExecution
+from application.engine.executions import Executions
+from application.engine.steps import StepRunners
 from application.execute_action import ExecuteAction
 from application.health import SystemStatus
 from application.organizations import ApiKeys, AuditTrail, Organizations
-from application.ports import SecretStore
+from application.ports import Sandbox, SecretStore
 from application.resources import Actions, ExecutionLogs, Flows, Tools, Users
 from application.tenancy import Authenticator, KeyOwnerCache
 from domain.egress import EgressPolicy
@@ -75,6 +80,37 @@ def _redis_probe(settings: Settings) -> RedisProbe | None:
     return None if settings.redis_url is None else RedisProbe(settings.redis_url)
 
 
+def _sandbox(settings: Settings) -> Sandbox:
+    if settings.sandbox_backend == "daytona":
+        from adapters.sandbox.daytona import DaytonaSandbox
+
+        if settings.daytona_api_key is None or not settings.daytona_base_url:
+            raise RuntimeError("SANDBOX_BACKEND=daytona needs DAYTONA_API_KEY and DAYTONA_BASE_URL")
+        return DaytonaSandbox(
+            api_key=settings.secret("daytona_api_key"),
+            base_url=settings.daytona_base_url,
+            sync_timeout_ms=settings.daytona_sync_timeout_ms,
+            async_timeout_ms=settings.daytona_async_timeout_ms,
+        )
+    from adapters.sandbox.v8 import V8Sandbox
+
+    return V8Sandbox(memory_mb=settings.sandbox_memory_mb, default_timeout_ms=settings.sandbox_timeout_ms)
+
+
+def worker_id(settings: Settings) -> str:
+    """Who holds an execution's lease. The embedded default has one process per data directory,
+    so a restarted server takes its executions back at once instead of waiting for leases to expire."""
+    if settings.embedded:
+        return f"embedded@{socket.gethostname()}"[:64]
+    return f"{socket.gethostname()}:{os.getpid()}"[:64]
+
+
+def _scheduler(container_advance, uow_factory, clock, settings: Settings):
+    from adapters.engine.inprocess import InProcessScheduler
+
+    return InProcessScheduler(container_advance, uow_factory, clock, concurrency=settings.engine_concurrency)
+
+
 class Container(containers.DeclarativeContainer):
     settings = providers.Dependency(instance_of=Settings)
 
@@ -123,6 +159,24 @@ class Container(containers.DeclarativeContainer):
         metrics,
         settings.provided.http_timeout_seconds,
     )
+    sandbox = providers.Singleton(_sandbox, settings)
+    step_runners = providers.Singleton(
+        StepRunners, http_client, execute_action, sandbox, settings.provided.sandbox_timeout_ms
+    )
+    advance = providers.Singleton(
+        AdvanceExecution,
+        uow_factory,
+        clock,
+        step_runners,
+        sandbox,
+        metrics,
+        worker_id=providers.Callable(worker_id, settings),
+        lease_seconds=settings.provided.lease_seconds,
+        flow_concurrency=settings.provided.flow_concurrency,
+        org_concurrency=settings.provided.org_concurrency,
+    )
+    scheduler = providers.Singleton(_scheduler, advance, uow_factory, clock, settings)
+    executions = providers.Singleton(Executions, uow_factory, clock, scheduler, advance)
     system_status = providers.Singleton(
         SystemStatus,
         uow_factory,
@@ -145,6 +199,10 @@ async def close_container(container: Container) -> None:
     await container.read_engine().dispose()
     await container.engine().dispose()
     await container.http_client().aclose()
+    sandbox = container.sandbox()
+    close = getattr(sandbox, "aclose", None)
+    if close is not None:
+        await close()
 
 
 def build_container(settings: Settings | None = None) -> Container:

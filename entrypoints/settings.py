@@ -47,6 +47,7 @@ class Settings(BaseSettings):
     daytona_sync_timeout_ms: int = Field(30_000, validation_alias="DAYTONA_SYNC_TIMEOUT", ge=100)
     daytona_async_timeout_ms: int = Field(300_000, validation_alias="DAYTONA_ASYNC_TIMEOUT", ge=100)
     engine_concurrency: int = Field(10, validation_alias="TOLSTOY_ENGINE_CONCURRENCY", ge=1, le=1000)
+    flow_concurrency: int = Field(10, validation_alias="TOLSTOY_FLOW_CONCURRENCY", ge=1, le=1000)
     org_concurrency: int = Field(50, validation_alias="TOLSTOY_ORG_CONCURRENCY", ge=1, le=10_000)
     lease_seconds: float = Field(30.0, validation_alias="TOLSTOY_LEASE_SECONDS", gt=0)
 

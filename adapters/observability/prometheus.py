@@ -6,6 +6,7 @@ from prometheus_client import CollectorRegistry, Counter, Histogram, generate_la
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
 
 HTTP_BUCKETS = (0.1, 0.5, 1, 2, 5)  # the seed's buckets
+STEP_BUCKETS = (0.1, 0.5, 1, 5, 10)
 
 
 class PrometheusMetrics:
@@ -32,6 +33,33 @@ class PrometheusMetrics:
             "action_auth_injection", "Auth injections into actions", ["orgId", "toolKey", "authType", "status"],
             registry=r,
         )  # fmt: skip
+
+        self.step_duration = Histogram(
+            "step_execution_seconds", "Flow step execution time", ["orgId", "flowId", "stepKey"],
+            buckets=STEP_BUCKETS, registry=r,
+        )  # fmt: skip
+        self.step_retries = Counter(
+            "step_retries", "Flow step retries scheduled", ["orgId", "flowId", "stepKey"], registry=r
+        )
+        self.step_errors = Counter(
+            "step_errors", "Flow step attempts that failed", ["orgId", "flowId", "stepKey"], registry=r
+        )
+        self.step_auth_injection = Counter(
+            "auth_credential_injection", "Credentials injected into flow steps", ["orgId", "stepId", "authType"],
+            registry=r,
+        )  # fmt: skip
+
+    def step_executed(self, org_id: str, flow_id: str, step_key: str, seconds: float) -> None:
+        self.step_duration.labels(org_id, flow_id, step_key).observe(seconds)
+
+    def step_retried(self, org_id: str, flow_id: str, step_key: str) -> None:
+        self.step_retries.labels(org_id, flow_id, step_key).inc()
+
+    def step_failed(self, org_id: str, flow_id: str, step_key: str) -> None:
+        self.step_errors.labels(org_id, flow_id, step_key).inc()
+
+    def step_auth_injected(self, org_id: str, step_id: str, auth_type: str) -> None:
+        self.step_auth_injection.labels(org_id, step_id, auth_type).inc()
 
     def http_request(self, method: str, route: str, status: int, seconds: float) -> None:
         code = str(status)

@@ -78,6 +78,14 @@ def create_engine(
     )
 
 
+def _sqlite_json(value: Any) -> Any:
+    """A JSON column's declared type gives it NUMERIC affinity in SQLite, which stores a document
+    that is a bare number (``10``) as that number: it comes back already decoded."""
+    if isinstance(value, int | float):
+        return value
+    return orjson.loads(value)
+
+
 def _sqlite_engine(url: URL, echo: bool, read_only: bool) -> AsyncEngine:
     if url.database and url.database != ":memory:":
         Path(url.database).parent.mkdir(parents=True, exist_ok=True)
@@ -86,7 +94,7 @@ def _sqlite_engine(url: URL, echo: bool, read_only: bool) -> AsyncEngine:
         echo=echo,
         connect_args={"timeout": 30},
         json_serializer=json_text,
-        json_deserializer=orjson.loads,
+        json_deserializer=_sqlite_json,
     )
 
     @event.listens_for(engine.sync_engine, "connect")

@@ -173,6 +173,12 @@ _EXECUTION_CONTROL = frozenset({"lease_owner", "lease_until", "cancel_requested"
 _UNFINISHED = ("queued", "running")
 
 
+def _unfinished(t: Table) -> Any:
+    # Spelled out rather than IN (...): the asyncpg read path compiles statements without
+    # SQLAlchemy's post-compile expansion of IN lists.
+    return or_(*(t.c.status == status for status in _UNFINISHED))
+
+
 class SqlExecutionRepository(SqlTenantRepository[E]):
     def __init__(self, db: Executor) -> None:
         from domain.execution import Execution
@@ -191,7 +197,7 @@ class SqlExecutionRepository(SqlTenantRepository[E]):
         free = or_(t.c.lease_owner.is_(None), t.c.lease_until < now, t.c.lease_owner == owner)
         taken = await self._db.run(
             update(t)
-            .where(t.c.id == execution_id, t.c.status.in_(_UNFINISHED), free)
+            .where(t.c.id == execution_id, _unfinished(t), free)
             .values(lease_owner=owner, lease_until=until)
         )
         if not taken:
@@ -218,7 +224,7 @@ class SqlExecutionRepository(SqlTenantRepository[E]):
         t = self._table
         statement = (
             update(t)
-            .where(t.c.org_id == org_id, t.c.id == execution_id, t.c.status.in_(_UNFINISHED))
+            .where(t.c.org_id == org_id, t.c.id == execution_id, _unfinished(t))
             .values(cancel_requested=True)
         )
         return await self._db.run(statement) > 0
@@ -240,7 +246,7 @@ class SqlExecutionRepository(SqlTenantRepository[E]):
         query = (
             select(t.c.org_id, t.c.id, t.c.wake_at)
             .where(
-                t.c.status.in_(_UNFINISHED),
+                _unfinished(t),
                 or_(t.c.lease_owner.is_(None), t.c.lease_until < now),
             )
             .order_by(t.c.created_at, t.c.id)

@@ -11,7 +11,7 @@ from fastapi import FastAPI
 
 from adapters.persistence.migrate import current_revision, head_revision, upgrade_engine
 from entrypoints.container import Container, close_container, tolstoy_version
-from entrypoints.rest import action_routes, credential_routes, errors, metrics, routes
+from entrypoints.rest import action_routes, credential_routes, errors, execution_routes, metrics, routes
 from entrypoints.rest.metrics import HttpMetrics
 from entrypoints.rest.middleware import BodyLimit
 from entrypoints.rest.openapi import document_auth
@@ -44,12 +44,15 @@ def create_app(container: Container) -> FastAPI:
         try:
             await prepare_database(container)
             app.state.authenticator = container.authenticator()  # resolves the admin token now
+            scheduler = container.scheduler()
+            await scheduler.start()  # the in-process engine resumes unfinished executions
             # Everything built so far lives as long as the process: keep it out of the cyclic
             # collector's generations, so its full collections stay short under load.
             gc.collect()
             gc.freeze()
             yield
         finally:
+            await container.scheduler().stop()
             await close_container(container)
 
     app = FastAPI(
@@ -70,6 +73,8 @@ def create_app(container: Container) -> FastAPI:
     app.include_router(routes.api_keys)
     app.include_router(credential_routes.router)  # before /tools/{id}: "/tools/secrets" is not an id
     app.include_router(action_routes.router)
+    app.include_router(execution_routes.flows)
+    app.include_router(execution_routes.logs)  # before /execution-logs/{id}: "stats" is not an id
     for spec in routes.RESOURCES:
         app.include_router(resource_router(spec))
     app.include_router(routes.audit)

@@ -6,9 +6,11 @@ import re
 from datetime import datetime
 from typing import Any
 
+from application.engine.executions import ExecutionView
 from domain.audit import AuditEvent
+from domain.execution import Execution
 from domain.execution_log import ExecutionLog
-from domain.flow import Flow
+from domain.flow import Flow, FlowVersion
 from domain.organization import ApiKey, Organization, User
 from domain.tool import Action, Tool
 
@@ -117,4 +119,52 @@ def audit_event(a: AuditEvent) -> dict[str, Any]:
         "apiKeyId": a.api_key_id,
         "details": a.details,
         "createdAt": iso(a.created_at),
+    }
+
+
+def present_execution(view: ExecutionView | Execution, *, detailed: bool = False) -> dict[str, Any]:
+    execution = view.execution if isinstance(view, ExecutionView) else view
+    body: dict[str, Any] = {
+        "executionId": execution.id,
+        "flowId": execution.flow_id,
+        "flowVersion": execution.flow_version,
+        "status": execution.status,
+        "userId": execution.user_id,
+        "inputs": execution.variables,
+        "outputs": execution.outputs,
+        "error": execution.error,
+        "retryOf": execution.retry_of,
+        "resumed": execution.resume,
+        "createdAt": iso(execution.created_at),
+        "startedAt": iso(execution.started_at),
+        "finishedAt": iso(execution.finished_at),
+        "duration": execution.duration_ms,
+        "cancelRequested": execution.cancel_requested,
+    }
+    if detailed and isinstance(view, ExecutionView):
+        body["steps"] = [
+            {
+                "stepId": s.step_id,
+                "status": s.status,
+                "attempt": s.attempt,
+                "output": s.output,
+                "error": s.error,
+                "nextAttemptAt": iso(s.next_at),
+                "startedAt": iso(s.started_at),
+                "finishedAt": iso(s.finished_at),
+            }
+            for s in view.steps
+        ]
+    return body
+
+
+def flow_version(v: FlowVersion) -> dict[str, Any]:
+    return {
+        "id": v.id,
+        "flowId": v.flow_id,
+        "version": v.version,
+        "steps": v.steps,
+        "settings": v.settings,
+        "createdBy": v.created_by,
+        "createdAt": iso(v.created_at),
     }

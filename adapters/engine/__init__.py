@@ -1,0 +1,1 @@
+"""Schedulers that drive AdvanceExecution: in-process asyncio (embedded default) and ARQ (Redis)."""

@@ -1,0 +1,268 @@
+"""Executions as users see them: start (durable or in the request), list, inspect, cancel, retry
+(plain or resuming), per-flow metrics, step logs and organization-wide statistics."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from dataclasses import dataclass
+from datetime import UTC, date, datetime
+from datetime import time as dtime
+from typing import Any
+
+from application.engine.advance import AdvanceExecution
+from application.ports import Clock, Page, Scheduler, UnitOfWorkFactory
+from application.resources import audit_event
+from application.tenancy import TenantContext
+from domain import rules
+from domain.errors import Conflict, FieldError, NotFound, ValidationFailed
+from domain.execution import COMPLETED, EXECUTION_STATUSES, QUEUED, Execution, StepState
+from domain.execution_log import ExecutionLog
+from domain.flow import FlowVersion
+from domain.ids import execution_id
+from domain.rules import Problems
+
+LOGS_MAX = 10_000
+DIRECT_MAX_SECONDS = 300.0  # an execution run inside a request gives up waiting after this
+
+
+@dataclass(frozen=True, slots=True)
+class ExecutionView:
+    execution: Execution
+    steps: tuple[StepState, ...] = ()
+    version: FlowVersion | None = None
+
+
+def _period(raw: str | None, field: str, end: bool, p: Problems) -> datetime | None:
+    if raw is None or raw == "":
+        return None
+    try:
+        if len(raw) == 10:
+            day = date.fromisoformat(raw)
+            return datetime.combine(day, dtime.max if end else dtime.min, tzinfo=UTC)
+        moment = datetime.fromisoformat(raw.replace("Z", "+00:00"))
+        return moment if moment.tzinfo else moment.replace(tzinfo=UTC)
+    except ValueError:
+        p.add(
+            field, f"Expected a date (YYYY-MM-DD) or an ISO 8601 time, received '{raw[:40]}'", "invalid_date"
+        )
+        return None
+
+
+def _iso(moment: datetime | None) -> str | None:
+    return (
+        None
+        if moment is None
+        else moment.astimezone(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+    )
+
+
+class Executions:
+    def __init__(
+        self, uow_factory: UnitOfWorkFactory, clock: Clock, scheduler: Scheduler, advance: AdvanceExecution
+    ) -> None:
+        self._uow = uow_factory
+        self._clock = clock
+        self._scheduler = scheduler
+        self._advance = advance
+
+    # --- start ------------------------------------------------------------------------------------
+
+    async def start(
+        self, ctx: TenantContext, flow_id: str, variables: Any, durable: bool = True
+    ) -> ExecutionView:
+        p = Problems()
+        variables = rules.json_object(p, "variables", variables)
+        p.raise_if_any()
+        now = self._clock.now()
+        async with self._uow() as uow:
+            flow = await uow.flows.get(ctx.org_id, flow_id)
+            if flow is None:
+                raise NotFound("Flow", flow_id)
+            if not flow.steps:
+                raise ValidationFailed([FieldError("steps", "The flow has no steps to run", "too_small")])
+            flow.definition  # noqa: B018 - a flow stored before definitions were checked may not hold
+            execution = self._new(ctx, flow.id, flow.version, variables, now)
+            await uow.executions.add(execution)
+            await uow.audit.add(
+                audit_event(
+                    ctx, "flow.executed", "flow", flow.id, now, executionId=execution.id, durable=durable
+                )
+            )
+            await uow.commit()
+        return await self._launch(execution, durable)
+
+    def _new(
+        self,
+        ctx: TenantContext,
+        flow_id: str,
+        version: int,
+        variables: dict[str, Any],
+        now: datetime,
+        **extra: Any,
+    ) -> Execution:
+        return Execution(
+            id=execution_id(time.time()),
+            org_id=ctx.org_id,
+            flow_id=flow_id,
+            flow_version=version,
+            user_id=ctx.user_id,
+            status=QUEUED,
+            variables=variables,
+            created_at=now,
+            updated_at=now,
+            **extra,
+        )
+
+    async def _launch(self, execution: Execution, durable: bool) -> ExecutionView:
+        if durable:
+            await self._scheduler.schedule(execution.org_id, execution.id)
+            return ExecutionView(execution)
+        await self.run_here(execution.org_id, execution.id)
+        ctx = TenantContext(org_id=execution.org_id)
+        return await self.get(ctx, execution.flow_id, execution.id)
+
+    async def run_here(self, org_id: str, execution_id: str) -> None:
+        """Advance an execution in this task until it is over (``useDurable: false``)."""
+        give_up = time.monotonic() + DIRECT_MAX_SECONDS
+        while time.monotonic() < give_up:
+            advanced = await self._advance(org_id, execution_id)
+            if advanced.finished:
+                return
+            if advanced.wake_at is not None:
+                await asyncio.sleep(max(0.0, (advanced.wake_at - self._clock.now()).total_seconds()))
+            else:  # queued behind the concurrency limits, or another worker holds it
+                await asyncio.sleep(0.05)
+        await self._scheduler.schedule(org_id, execution_id)  # the engine carries on with it
+
+    # --- read -------------------------------------------------------------------------------------
+
+    async def list(self, ctx: TenantContext, flow_id: str, status: str | None, page: Page) -> list[Execution]:
+        if status is not None and status not in EXECUTION_STATUSES:
+            expected = " | ".join(f"'{s}'" for s in EXECUTION_STATUSES)
+            raise ValidationFailed(
+                [
+                    FieldError(
+                        "status",
+                        f"Invalid enum value. Expected {expected}, received '{status}'",
+                        "invalid_enum_value",
+                    )
+                ]
+            )
+        async with self._uow(read_only=True) as uow:
+            if await uow.flows.get(ctx.org_id, flow_id) is None:
+                raise NotFound("Flow", flow_id)
+            filters = {"flow_id": flow_id} | ({"status": status} if status else {})
+            return await uow.executions.list(ctx.org_id, page, filters)
+
+    async def get(self, ctx: TenantContext, flow_id: str, exec_id: str) -> ExecutionView:
+        async with self._uow(read_only=True) as uow:
+            execution = await self._load(uow, ctx, flow_id, exec_id)
+            steps = await uow.execution_steps.for_execution(ctx.org_id, exec_id)
+            found = await uow.flow_versions.list(
+                ctx.org_id, Page(limit=1), {"flow_id": flow_id, "version": execution.flow_version}
+            )
+        version = found[0] if found else None
+        order = {s.get("id"): i for i, s in enumerate(version.steps)} if version else {}
+        steps.sort(key=lambda s: (order.get(s.step_id, len(order)), s.step_id))
+        return ExecutionView(execution, tuple(steps), version)
+
+    async def _load(self, uow: Any, ctx: TenantContext, flow_id: str, exec_id: str) -> Execution:
+        execution = await uow.executions.get(ctx.org_id, exec_id)
+        if execution is None or execution.flow_id != flow_id:
+            raise NotFound("Execution", exec_id)
+        return execution
+
+    async def logs(self, ctx: TenantContext, flow_id: str, exec_id: str) -> list[ExecutionLog]:
+        async with self._uow(read_only=True) as uow:
+            await self._load(uow, ctx, flow_id, exec_id)
+            found = await uow.execution_logs.list(
+                ctx.org_id, Page(limit=LOGS_MAX), {"flow_id": flow_id, "execution_id": exec_id}
+            )
+        return sorted(found, key=lambda log: (log.created_at, log.id))
+
+    async def metrics(self, ctx: TenantContext, flow_id: str) -> dict[str, Any]:
+        async with self._uow(read_only=True) as uow:
+            if await uow.flows.get(ctx.org_id, flow_id) is None:
+                raise NotFound("Flow", flow_id)
+            counts = await uow.executions.status_counts(ctx.org_id, flow_id)
+        total = sum(counts.values())
+        breakdown = {
+            status: counts.get(status, 0) for status in (COMPLETED, "failed", "running", QUEUED, "cancelled")
+        }
+        rate = round(counts.get(COMPLETED, 0) * 100 / total, 1) if total else 0.0
+        return {"totalExecutions": total, "statusBreakdown": breakdown, "successRate": rate}
+
+    async def stats(self, ctx: TenantContext, start: str | None, end: str | None) -> dict[str, Any]:
+        p = Problems()
+        begin, finish = _period(start, "from", False, p), _period(end, "to", True, p)
+        if begin and finish and begin > finish:
+            p.add("from", "'from' is after 'to'", "invalid_range")
+        p.raise_if_any()
+        async with self._uow(read_only=True) as uow:
+            counts = await uow.execution_logs.stats(ctx.org_id, begin, finish)
+            average = await uow.executions.average_duration_ms(ctx.org_id, begin, finish)
+        steps = counts["completed"] + counts["failed"] + counts["skipped"]
+        return {
+            "totalExecutions": counts["executions"],
+            "completedSteps": counts["completed"],
+            "failedSteps": counts["failed"],
+            "skippedSteps": counts["skipped"],
+            "avgExecutionTime": round(average) if average is not None else 0,
+            "successRate": round(counts["completed"] * 100 / steps, 1) if steps else 0.0,
+            "timeRange": {"from": _iso(begin), "to": _iso(finish)},
+        }
+
+    # --- change -----------------------------------------------------------------------------------
+
+    async def cancel(self, ctx: TenantContext, flow_id: str, exec_id: str) -> ExecutionView:
+        now = self._clock.now()
+        async with self._uow() as uow:
+            execution = await self._load(uow, ctx, flow_id, exec_id)
+            if execution.finished:
+                raise Conflict(f"Execution {exec_id} is already {execution.status}")
+            await uow.executions.request_cancel(ctx.org_id, exec_id)
+            await uow.audit.add(
+                audit_event(ctx, "execution.cancel_requested", "execution", exec_id, now, flowId=flow_id)
+            )
+            await uow.commit()
+        await self._scheduler.abort(exec_id)
+        await self._scheduler.schedule(ctx.org_id, exec_id)  # whoever holds it next concludes it
+        return await self.get(ctx, flow_id, exec_id)
+
+    async def retry(
+        self, ctx: TenantContext, flow_id: str, exec_id: str, resume: bool = False
+    ) -> ExecutionView:
+        now = self._clock.now()
+        async with self._uow() as uow:
+            original = await self._load(uow, ctx, flow_id, exec_id)
+            if not original.finished:
+                raise Conflict(f"Execution {exec_id} is still {original.status}; cancel it first or wait")
+            if resume and original.status == COMPLETED:
+                raise Conflict(f"Execution {exec_id} completed; there is nothing to resume")
+            execution = self._new(
+                ctx,
+                flow_id,
+                original.flow_version,
+                original.variables,
+                now,
+                retry_of=original.id,
+                resume=resume,
+            )
+            await uow.executions.add(execution)
+            if resume:
+                for state in await uow.execution_steps.for_execution(ctx.org_id, exec_id):
+                    if state.status == COMPLETED:
+                        reused = StepState.new(ctx.org_id, execution.id, state.step_id, now)
+                        await uow.execution_steps.add(
+                            reused.but(
+                                now, status=COMPLETED, output=state.output, finished_at=state.finished_at
+                            )
+                        )
+            await uow.audit.add(
+                audit_event(
+                    ctx, "execution.retried", "execution", execution.id, now, retryOf=exec_id, resume=resume
+                )
+            )
+            await uow.commit()
+        return await self._launch(execution, durable=True)

@@ -1,0 +1,242 @@
+"""What each step type does. A runner gets the step and the execution's context and returns the
+step's output, or raises StepFailed (``retryable`` says whether the retry policy applies)."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from application.execute_action import SAFE_HEADERS, ExecuteAction, _decode
+from application.ports import HttpClient, OutboundRequest, Sandbox, SandboxResult, SandboxRun, SandboxSession
+from application.tenancy import TenantContext
+from domain import templates
+from domain.errors import DomainError, UpstreamTimeout
+from domain.flow_definition import StepDefinition
+
+BODY_METHODS = ("POST", "PUT", "PATCH", "DELETE")
+RETRYABLE_STATUS = frozenset({408, 425, 429, 500, 502, 503, 504})
+_NOT_RETRYABLE_SANDBOX = frozenset({"SYNTAX_ERROR", "UNSUPPORTED_LANGUAGE", "OUTPUT_TOO_LARGE"})
+POLL_INTERVAL_MS = 1000
+MAX_POLL_ATTEMPTS = 300
+
+
+class StepFailed(Exception):
+    def __init__(self, message: str, code: str, *, retryable: bool = True, stack: str | None = None) -> None:
+        super().__init__(message)
+        self.message, self.code, self.retryable, self.stack = message, code, retryable, stack
+
+    def as_error(self) -> dict[str, Any]:
+        error: dict[str, Any] = {"message": self.message, "code": self.code}
+        if self.stack:
+            error["stack"] = self.stack
+        return error
+
+
+@dataclass(slots=True)
+class StepContext:
+    org_id: str
+    user_id: str | None
+    flow_id: str
+    execution_id: str
+    step: StepDefinition
+    attempt: int
+    variables: dict[str, Any]
+    step_outputs: dict[str, Any]
+    sandbox: SandboxSession
+    timestamp: str
+    logs: list[dict[str, Any]] = field(default_factory=list)
+
+    @property
+    def idempotency_key(self) -> str:
+        return f"{self.execution_id}:{self.step.id}"
+
+    def template_values(self) -> dict[str, Any]:
+        steps = {k: {"output": v} for k, v in self.step_outputs.items()}
+        return {"variables": self.variables, "inputs": self.variables, "steps": steps}
+
+    def sandbox_context(self) -> dict[str, Any]:
+        return {
+            "variables": self.variables,
+            "stepOutputs": self.step_outputs,
+            "meta": {
+                "orgId": self.org_id,
+                "userId": self.user_id,
+                "flowId": self.flow_id,
+                "stepId": self.step.id,
+                "executionId": self.execution_id,
+                "attempt": self.attempt,
+                "timestamp": self.timestamp,
+            },
+        }
+
+
+def _template(value: Any, ctx: StepContext, where: str) -> Any:
+    try:
+        return templates.render_value(value, ctx.template_values(), where)
+    except templates.TemplateError as exc:
+        raise StepFailed(exc.errors[0].message, "TEMPLATE_ERROR", retryable=False) from None
+
+
+def sandbox_outcome(result: SandboxResult, ctx: StepContext) -> Any:
+    ctx.logs.extend(result.logs)
+    if not result.success:
+        error = result.error or {"message": "The code failed", "code": "RUNTIME_ERROR"}
+        code = str(error.get("code") or "RUNTIME_ERROR")
+        raise StepFailed(
+            str(error.get("message") or code),
+            code,
+            retryable=code not in _NOT_RETRYABLE_SANDBOX,
+            stack=error.get("stack"),
+        )
+    return result.output
+
+
+class StepRunners:
+    """One method per step type (``delay`` is the engine's own: it schedules a wake-up)."""
+
+    def __init__(
+        self, http: HttpClient, actions: ExecuteAction, sandbox: Sandbox, default_timeout_ms: int = 30_000
+    ) -> None:
+        self._http = http
+        self._actions = actions
+        self._sandbox = sandbox
+        self._timeout_ms = default_timeout_ms
+        self._by_type: dict[str, Callable[[StepContext], Awaitable[Any]]] = {
+            "http_request": self.http_request,
+            "action": self.action,
+            "data_transform": self.data_transform,
+            "conditional": self.conditional,
+            "code_execution": self.code,
+            "sandbox_sync": self.code,
+            "sandbox_async": self.code,
+        }
+
+    def timeout_ms(self, step: StepDefinition) -> int:
+        return step.timeout_ms or self._timeout_ms
+
+    async def run(self, ctx: StepContext) -> Any:
+        runner = self._by_type[ctx.step.type]
+        try:
+            return await asyncio.wait_for(runner(ctx), self.timeout_ms(ctx.step) / 1000 + 1)
+        except TimeoutError:
+            raise StepFailed(f"Step timed out after {self.timeout_ms(ctx.step)} ms", "TIMEOUT") from None
+
+    async def condition(self, expression: str, ctx: StepContext) -> bool:
+        """``executeIf``: a JavaScript expression over the context, in the sandbox."""
+        result = await ctx.sandbox.run(self._code_run(expression, ctx, "javascript", expression=True))
+        try:
+            return bool(sandbox_outcome(result, ctx))
+        except StepFailed as exc:
+            raise StepFailed(
+                f"executeIf failed: {exc.message}", "EXECUTE_IF_ERROR", retryable=False
+            ) from None
+
+    def _code_run(self, code: str, ctx: StepContext, language: str, expression: bool = False) -> SandboxRun:
+        return SandboxRun(
+            code=code,
+            language=language,
+            context=ctx.sandbox_context(),
+            timeout_ms=self.timeout_ms(ctx.step),
+            expression=expression,
+        )
+
+    # --- the step types ---------------------------------------------------------------------------
+
+    async def http_request(self, ctx: StepContext) -> Any:
+        config = ctx.step.config
+        url = _template(config["url"], ctx, "config.url")
+        method = str(config.get("method") or "GET").upper()
+        headers = {
+            str(k): templates.to_text(v)
+            for k, v in _template(config.get("headers") or {}, ctx, "config.headers").items()
+        }
+        headers.setdefault("Idempotency-Key", ctx.idempotency_key)
+        content = None
+        if "body" in config and method in BODY_METHODS:
+            body = _template(config["body"], ctx, "config.body")
+            content = body.encode() if isinstance(body, str) else json.dumps(body).encode()
+            if not isinstance(body, str):
+                headers.setdefault("Content-Type", "application/json")
+        timeout = (config.get("timeout") or self.timeout_ms(ctx.step)) / 1000
+        try:
+            response = await self._http.send(OutboundRequest(method, url, headers, content, timeout))
+        except UpstreamTimeout as exc:
+            raise StepFailed(exc.message, "TIMEOUT") from None
+        except DomainError as exc:
+            retryable = exc.status >= 500
+            raise StepFailed(exc.message, type(exc).__name__.upper(), retryable=retryable) from None
+        data = _decode(response.content, response.headers.get("content-type", ""))
+        output = {
+            "status": response.status,
+            "headers": {k: v for k, v in response.headers.items() if k in SAFE_HEADERS},
+            "data": data,
+        }
+        if response.status >= 400:
+            raise StepFailed(
+                f"{method} {url.split('?')[0]} answered {response.status}",
+                f"HTTP_{response.status}",
+                retryable=response.status in RETRYABLE_STATUS,
+            )
+        return output
+
+    async def action(self, ctx: StepContext) -> Any:
+        config = ctx.step.config
+        inputs = _template(config.get("inputs") or {}, ctx, "config.inputs")
+        by_key = not config.get("actionId")
+        reference = config.get("actionId") or config.get("actionKey")
+        tenant = TenantContext(org_id=ctx.org_id, user_id=ctx.user_id)
+        try:
+            result = await self._actions.execute(
+                tenant,
+                reference,
+                inputs,
+                by_key=by_key,
+                headers={"Idempotency-Key": ctx.idempotency_key},
+                step_id=ctx.step.id,
+                run_id=ctx.execution_id,
+            )
+        except UpstreamTimeout as exc:
+            raise StepFailed(exc.message, "TIMEOUT") from None
+        except DomainError as exc:
+            raise StepFailed(exc.message, type(exc).__name__.upper(), retryable=exc.status >= 500) from None
+        output = {"success": result.success, "statusCode": result.status_code, "data": result.data}
+        if not result.success:
+            raise StepFailed(
+                f"Action '{result.action.key}' answered {result.status_code}",
+                f"HTTP_{result.status_code}",
+                retryable=result.status_code in RETRYABLE_STATUS,
+            )
+        return output
+
+    async def data_transform(self, ctx: StepContext) -> Any:
+        result = await ctx.sandbox.run(self._code_run(ctx.step.config["script"], ctx, "javascript"))
+        return sandbox_outcome(result, ctx)
+
+    async def conditional(self, ctx: StepContext) -> Any:
+        condition = ctx.step.config["condition"]
+        result = await ctx.sandbox.run(self._code_run(condition, ctx, "javascript", expression=True))
+        return {"result": bool(sandbox_outcome(result, ctx))}
+
+    async def code(self, ctx: StepContext) -> Any:
+        from domain.code_language import resolve_language  # TODO(move up): module lands with the V8 sandbox
+
+        config = ctx.step.config
+        language = resolve_language(config.get("language"), config["code"])
+        run = self._code_run(config["code"], ctx, language)
+        background = ctx.step.type == "sandbox_async" or config.get("mode") == "async"
+        if not background:
+            return sandbox_outcome(await ctx.sandbox.run(run), ctx)
+        session_id = await self._sandbox.start(run)
+        if config.get("waitForCompletion") is False:
+            return {"sessionId": session_id, "status": "started"}
+        interval = (config.get("pollInterval") or POLL_INTERVAL_MS) / 1000
+        for _ in range(config.get("maxPollAttempts") or MAX_POLL_ATTEMPTS):
+            result = await self._sandbox.poll(session_id)
+            if result is not None:
+                output = sandbox_outcome(result, ctx)
+                return {"sessionId": session_id, "output": output}
+            await asyncio.sleep(interval)
+        raise StepFailed(f"The background run {session_id} did not finish in time", "TIMEOUT")

@@ -1,0 +1,386 @@
+"""The engine contract: AdvanceExecution driven by the in-process scheduler, on the in-memory fake,
+SQLite and PostgreSQL alike (the ``uow_factory`` parameters). Steps use fakes of the sandbox and of
+HTTP, so what is checked here is the engine: order, checkpoints, retries, skips, criticality,
+delays that hold no worker, cancellation, retry/resume and concurrency slots."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections import defaultdict
+from datetime import UTC, datetime
+from typing import Any
+
+import pytest
+
+from adapters.engine.inprocess import InProcessScheduler
+from adapters.regex import compile_pattern
+from application.engine.advance import AdvanceExecution
+from application.engine.executions import Executions
+from application.engine.steps import StepRunners
+from application.execute_action import ExecuteAction
+from application.ports import Page
+from application.resources import Flows
+from application.tenancy import TenantContext
+from domain.errors import Conflict, ValidationFailed
+from domain.ids import new_id
+from domain.organization import Organization
+from tests.fakes.http import FakeHttpClient
+from tests.fakes.sandbox import FakeSandbox, ScriptError
+
+pytestmark = pytest.mark.asyncio(loop_scope="session")
+
+
+class Clock:
+    def now(self) -> datetime:
+        return datetime.now(UTC)
+
+
+class Metrics:
+    def __init__(self) -> None:
+        self.calls: dict[str, list[tuple]] = defaultdict(list)
+
+    def __getattr__(self, name: str):
+        return lambda *args: self.calls[name].append(args)
+
+
+class NoSecrets:
+    name = "none"
+
+    async def get(self, org_id: str, tool_id: str) -> None:
+        return None
+
+
+class Engine:
+    def __init__(self, uow: Any, *, flow_concurrency: int = 10) -> None:
+        self.uow, self.clock = uow, Clock()
+        self.http, self.sandbox, self.metrics = FakeHttpClient(), FakeSandbox(), Metrics()
+        actions = ExecuteAction(uow, self.clock, NoSecrets(), self.http, compile_pattern, self.metrics)
+        runners = StepRunners(self.http, actions, self.sandbox, 5_000)
+        self.advance = AdvanceExecution(
+            uow, self.clock, runners, self.sandbox, self.metrics, worker_id=new_id("w"),
+            lease_seconds=5, flow_concurrency=flow_concurrency,
+        )  # fmt: skip
+        self.scheduler = InProcessScheduler(self.advance, uow, self.clock, concurrency=10, sweep_seconds=0.2)
+        self.executions = Executions(uow, self.clock, self.scheduler, self.advance)
+        self.flows = Flows(uow, self.clock)
+
+    async def tenant(self) -> TenantContext:
+        now = self.clock.now()
+        org = Organization(id=new_id("org"), name="Engine test", created_at=now, updated_at=now)
+        async with self.uow() as uow:
+            await uow.organizations.add(org)
+            await uow.commit()
+        return TenantContext(org_id=org.id)
+
+    async def finished(self, ctx: TenantContext, flow_id: str, execution_id: str, seconds: float = 10):
+        give_up = time.monotonic() + seconds
+        while time.monotonic() < give_up:
+            view = await self.executions.get(ctx, flow_id, execution_id)
+            if view.execution.finished:
+                return view
+            await asyncio.sleep(0.02)
+        raise AssertionError(f"{execution_id} did not finish: {view.execution.status}")
+
+    async def logs(self, ctx: TenantContext, flow_id: str, execution_id: str) -> list[tuple[str, str]]:
+        return [(log.step_key, log.status) for log in await self.executions.logs(ctx, flow_id, execution_id)]
+
+    async def events(self, ctx: TenantContext, execution_id: str) -> list[tuple[str, str | None]]:
+        async with self.uow(read_only=True) as uow:
+            found = await uow.outbox.list(ctx.org_id, Page(limit=500))
+        mine = [e for e in found if e.payload.get("executionId") == execution_id]
+        mine.sort(key=lambda e: (e.created_at, e.id))
+        return [(e.type, e.payload.get("stepId")) for e in mine]
+
+
+@pytest.fixture
+async def engine(uow_factory: Any):
+    engine = Engine(uow_factory)
+    await engine.scheduler.start()
+    yield engine
+    await engine.scheduler.stop()
+
+
+def transform(id: str, script: str, **extra: Any) -> dict[str, Any]:
+    return {"id": id, "type": "data_transform", "config": {"script": script}, **extra}
+
+
+async def test_a_sequential_flow_runs_every_step_in_order_and_checkpoints_each(engine: Engine) -> None:
+    ctx = await engine.tenant()
+    engine.sandbox.define("double", lambda c: c["variables"]["n"] * 2)
+    engine.sandbox.define("plus-one", lambda c: c["stepOutputs"]["a"] + 1)
+    engine.http.route("http://api.test/items/11", lambda r, n: (200, {"seen": r.headers["Idempotency-Key"]}))
+    flow = await engine.flows.create(
+        ctx,
+        name="Seq",
+        steps=[
+            transform("a", "double"),
+            transform("b", "plus-one"),
+            {
+                "id": "c",
+                "type": "http_request",
+                "config": {"url": "http://api.test/items/{{steps.b.output}}"},
+            },
+        ],
+    )
+    started = await engine.executions.start(ctx, flow.id, {"n": 5})
+    assert started.execution.status == "queued" and started.execution.id.startswith("exec_")
+    view = await engine.finished(ctx, flow.id, started.execution.id)
+    e = view.execution
+    assert e.status == "completed", e.error
+    assert e.outputs["a"] == 10 and e.outputs["b"] == 11
+    assert e.outputs["c"]["data"] == {"seen": f"{e.id}:c"}  # Idempotency-Key: {executionId}:{stepId}
+    assert await engine.logs(ctx, flow.id, e.id) == [
+        ("a", "completed"),
+        ("b", "completed"),
+        ("c", "completed"),
+    ]
+    assert await engine.events(ctx, e.id) == [
+        ("flow.started", None),
+        ("step.started", "a"), ("step.completed", "a"),
+        ("step.started", "b"), ("step.completed", "b"),
+        ("step.started", "c"), ("step.completed", "c"),
+        ("flow.completed", None),
+    ]  # fmt: skip
+    assert [s.status for s in view.steps] == ["completed"] * 3
+    assert engine.sandbox.sessions >= 1
+    assert len(engine.metrics.calls["step_executed"]) == 3
+
+
+async def test_execute_if_false_skips_and_the_flow_goes_on(engine: Engine) -> None:
+    ctx = await engine.tenant()
+    engine.sandbox.define("flag", lambda c: c["variables"]["go"])
+    engine.sandbox.define("one", lambda c: 1)
+    flow = await engine.flows.create(
+        ctx, name="Skip", steps=[transform("a", "one", executeIf="flag"), transform("b", "one")]
+    )
+    e = (
+        await engine.finished(
+            ctx, flow.id, (await engine.executions.start(ctx, flow.id, {"go": False})).execution.id
+        )
+    ).execution
+    assert e.status == "completed"
+    assert await engine.logs(ctx, flow.id, e.id) == [("a", "skipped"), ("b", "completed")]
+    assert e.outputs == {"b": 1}
+
+
+async def test_retries_follow_the_policy_with_one_log_row_per_attempt(engine: Engine) -> None:
+    ctx = await engine.tenant()
+    engine.http.route("http://api.test/flaky", lambda r, n: (503, {}) if n < 3 else (200, {"ok": n}))
+    retry = {"maxRetries": 3, "backoffStrategy": "fixed", "baseDelayMs": 30, "maxDelayMs": 30}
+    flow = await engine.flows.create(
+        ctx,
+        name="Flaky",
+        steps=[
+            {"id": "call", "type": "http_request", "config": {"url": "http://api.test/flaky"}, "retry": retry}
+        ],
+    )
+    e = (
+        await engine.finished(ctx, flow.id, (await engine.executions.start(ctx, flow.id, {})).execution.id)
+    ).execution
+    assert e.status == "completed" and e.outputs["call"]["data"] == {"ok": 3}
+    assert await engine.logs(ctx, flow.id, e.id) == [
+        ("call", "failed"),
+        ("call", "failed"),
+        ("call", "completed"),
+    ]
+    keys = {r.headers["Idempotency-Key"] for r in engine.http.calls("http://api.test/flaky")}
+    assert keys == {f"{e.id}:call"}  # every attempt carries the same key
+    assert len(engine.metrics.calls["step_retried"]) == 2 and len(engine.metrics.calls["step_failed"]) == 2
+
+
+async def test_non_critical_failures_are_recorded_critical_ones_fail_the_execution(engine: Engine) -> None:
+    ctx = await engine.tenant()
+
+    def boom(c: dict) -> None:
+        raise ScriptError("no good")
+
+    engine.sandbox.define("boom", boom)
+    engine.sandbox.define("one", lambda c: 1)
+    soft = await engine.flows.create(ctx, name="Soft", steps=[transform("a", "boom"), transform("b", "one")])
+    e = (
+        await engine.finished(ctx, soft.id, (await engine.executions.start(ctx, soft.id, {})).execution.id)
+    ).execution
+    assert e.status == "completed" and e.outputs == {"b": 1}
+    logs = await engine.executions.logs(ctx, soft.id, e.id)
+    assert logs[0].error == {"message": "no good", "code": "RUNTIME_ERROR", "stack": "at script"}
+
+    hard = await engine.flows.create(
+        ctx,
+        name="Hard",
+        steps=[
+            {**transform("a", "boom"), "config": {"script": "boom", "critical": True}},
+            transform("b", "one"),
+        ],
+    )
+    e = (
+        await engine.finished(ctx, hard.id, (await engine.executions.start(ctx, hard.id, {})).execution.id)
+    ).execution
+    assert e.status == "failed" and e.error["stepId"] == "a" and "no good" in e.error["message"]
+    assert await engine.logs(ctx, hard.id, e.id) == [("a", "failed")]  # b never started
+    assert ("flow.failed", None) in await engine.events(ctx, e.id)
+
+
+async def test_independent_steps_run_concurrently(engine: Engine) -> None:
+    ctx = await engine.tenant()
+    running, peak = 0, 0
+
+    async def slow(c: dict) -> str:
+        nonlocal running, peak
+        running += 1
+        peak = max(peak, running)
+        await asyncio.sleep(0.1)
+        running -= 1
+        return c["meta"]["stepId"]
+
+    engine.sandbox.define("slow", slow)
+    engine.sandbox.define("one", lambda c: sorted(c["stepOutputs"]))
+    steps = [transform("root", "one"), *(transform(f"p{i}", "slow", dependsOn=["root"]) for i in range(3))]
+    steps.append(transform("join", "one", dependsOn=["p0", "p1", "p2"]))
+    flow = await engine.flows.create(ctx, name="Fan", steps=steps)
+    e = (
+        await engine.finished(ctx, flow.id, (await engine.executions.start(ctx, flow.id, {})).execution.id)
+    ).execution
+    assert e.status == "completed" and peak == 3
+    assert e.outputs["join"] == ["p0", "p1", "p2", "root"]
+
+
+async def test_a_delay_holds_no_worker(engine: Engine) -> None:
+    ctx = await engine.tenant()
+    engine.sandbox.define("one", lambda c: 1)
+    flow = await engine.flows.create(
+        ctx,
+        name="Wait",
+        steps=[{"id": "wait", "type": "delay", "config": {"ms": 400}}, transform("after", "one")],
+    )
+    e = (await engine.executions.start(ctx, flow.id, {})).execution
+    await asyncio.sleep(0.15)
+    await engine.scheduler.idle()
+    view = await engine.executions.get(ctx, flow.id, e.id)
+    assert view.execution.status == "running" and view.execution.wake_at is not None
+    assert view.steps[0].status == "running" and view.steps[0].next_at is not None
+    done = (await engine.finished(ctx, flow.id, e.id)).execution
+    assert done.status == "completed" and done.outputs == {"wait": {"delayed": 400}, "after": 1}
+    assert done.duration_ms >= 400
+
+
+async def test_cancel_stops_a_running_execution_and_retry_can_resume(engine: Engine) -> None:
+    ctx = await engine.tenant()
+    calls: list[str] = []
+
+    def record(c: dict) -> str:
+        calls.append(c["meta"]["stepId"])
+        return c["meta"]["stepId"]
+
+    engine.sandbox.define("record", record)
+    flow = await engine.flows.create(
+        ctx,
+        name="Cancel me",
+        steps=[
+            transform("a", "record"),
+            {"id": "wait", "type": "delay", "config": {"ms": 5000}},
+            transform("b", "record"),
+        ],
+    )
+    e = (await engine.executions.start(ctx, flow.id, {})).execution
+    for _ in range(100):
+        if (await engine.executions.get(ctx, flow.id, e.id)).execution.wake_at is not None:
+            break
+        await asyncio.sleep(0.02)
+    await engine.executions.cancel(ctx, flow.id, e.id)
+    cancelled = (await engine.finished(ctx, flow.id, e.id, seconds=3)).execution
+    assert cancelled.status == "cancelled" and calls == ["a"]
+    with pytest.raises(Conflict):
+        await engine.executions.cancel(ctx, flow.id, e.id)
+
+    fresh = (await engine.executions.retry(ctx, flow.id, e.id, resume=True)).execution
+    assert fresh.retry_of == e.id and fresh.resume
+    view = await engine.executions.get(ctx, flow.id, fresh.id)
+    assert [s.step_id for s in view.steps if s.status == "completed"] == ["a"]  # reused, not rerun
+    await engine.executions.cancel(ctx, flow.id, fresh.id)
+    await engine.finished(ctx, flow.id, fresh.id, seconds=3)
+    assert calls == ["a"]
+
+
+async def test_retry_of_a_failed_execution_resumes_at_the_failed_step(engine: Engine) -> None:
+    ctx = await engine.tenant()
+    calls: list[str] = []
+    broken = {"yes": True}
+
+    def flaky(c: dict) -> str:
+        calls.append(c["meta"]["stepId"])
+        if c["meta"]["stepId"] == "b" and broken["yes"]:
+            raise ScriptError("down")
+        return c["meta"]["stepId"]
+
+    engine.sandbox.define("flaky", flaky)
+    flow = await engine.flows.create(
+        ctx,
+        name="Resume",
+        steps=[
+            transform("a", "flaky"),
+            {**transform("b", "flaky"), "config": {"script": "flaky", "critical": True}},
+            transform("c", "flaky"),
+        ],
+    )
+    first = (
+        await engine.finished(ctx, flow.id, (await engine.executions.start(ctx, flow.id, {})).execution.id)
+    ).execution
+    assert first.status == "failed" and calls == ["a", "b"]
+    broken["yes"] = False
+    plain = (await engine.executions.retry(ctx, flow.id, first.id)).execution
+    assert (await engine.finished(ctx, flow.id, plain.id)).execution.status == "completed"
+    assert calls == ["a", "b", "a", "b", "c"]
+    resumed = (await engine.executions.retry(ctx, flow.id, first.id, resume=True)).execution
+    done = (await engine.finished(ctx, flow.id, resumed.id)).execution
+    assert done.status == "completed" and done.outputs == {"a": "a", "b": "b", "c": "c"}
+    assert calls == ["a", "b", "a", "b", "c", "b", "c"]  # a's output was reused
+    with pytest.raises(Conflict):
+        await engine.executions.retry(ctx, flow.id, done.id, resume=True)
+
+
+async def test_flow_concurrency_queues_excess_executions_instead_of_failing_them(engine: Engine) -> None:
+    ctx = await engine.tenant()
+    flow = await engine.flows.create(
+        ctx,
+        name="One at a time",
+        steps=[{"id": "wait", "type": "delay", "config": {"ms": 300}}],
+        settings={"execution": {"concurrency": 1}},
+    )
+    first = (await engine.executions.start(ctx, flow.id, {})).execution
+    second = (await engine.executions.start(ctx, flow.id, {})).execution
+    await asyncio.sleep(0.1)
+    statuses = {
+        v.execution.id: v.execution.status
+        for v in [await engine.executions.get(ctx, flow.id, x.id) for x in (first, second)]
+    }
+    assert sorted(statuses.values()) == ["queued", "running"]
+    a = (await engine.finished(ctx, flow.id, first.id)).execution
+    b = (await engine.finished(ctx, flow.id, second.id)).execution
+    assert a.status == b.status == "completed"
+    assert max(a.started_at, b.started_at) >= min(a.finished_at, b.finished_at)  # never overlapped
+    metrics = await engine.executions.metrics(ctx, flow.id)
+    assert metrics["totalExecutions"] == 2 and metrics["statusBreakdown"]["completed"] == 2
+    assert metrics["successRate"] == 100.0
+
+
+async def test_bad_variables_and_broken_definitions_are_refused(engine: Engine) -> None:
+    ctx = await engine.tenant()
+    flow = await engine.flows.create(
+        ctx, name="Ok", steps=[{"id": "w", "type": "delay", "config": {"ms": 1}}]
+    )
+    with pytest.raises(ValidationFailed) as caught:
+        await engine.executions.start(ctx, flow.id, ["not", "an", "object"])
+    assert caught.value.errors[0].field == "variables"
+    with pytest.raises(ValidationFailed):
+        await engine.executions.list(ctx, flow.id, "sleeping", Page())
+
+
+async def test_direct_execution_runs_inside_the_call(engine: Engine) -> None:
+    ctx = await engine.tenant()
+    engine.sandbox.define("hello", lambda c: f"hello {c['variables']['who']}")
+    flow = await engine.flows.create(ctx, name="Direct", steps=[transform("greet", "hello")])
+    view = await engine.executions.start(ctx, flow.id, {"who": "ada"}, durable=False)
+    assert view.execution.status == "completed" and view.execution.outputs == {"greet": "hello ada"}
+    stats = await engine.executions.stats(ctx, None, None)
+    assert stats["totalExecutions"] == 1 and stats["completedSteps"] == 1 and stats["successRate"] == 100.0
