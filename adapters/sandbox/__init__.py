@@ -1,0 +1,1 @@
+"""Code sandboxes: implementations of the Sandbox port."""
