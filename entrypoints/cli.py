@@ -1,4 +1,4 @@
-"""The ``tolstoy`` command: serve, migrate."""
+"""The ``tolstoy`` command: serve, migrate, worker, secrets."""
 
 from __future__ import annotations
 
@@ -93,12 +93,22 @@ def main(argv: list[str] | None = None) -> int:
     secrets_cmd.add_subparsers(dest="secrets_command", required=True).add_parser(
         "rotate-key", help="re-encrypt every stored credential with a new key"
     )
+    worker_cmd = commands.add_parser(
+        "worker", help="run ARQ workers that advance flow executions (REDIS_URL)"
+    )
+    worker_cmd.add_argument("--concurrency", type=int, default=10, help="advances at once per process")
+    worker_cmd.add_argument("--processes", type=int, default=1, help="worker processes to start")
+    worker_cmd.add_argument("--metrics-port", type=int, help="serve the worker's Prometheus metrics here")
     args = parser.parse_args(argv)
 
     settings = Settings()
     _logging(settings.log_level)
     if args.command == "serve":
         return serve(settings, args.host, args.port)
+    if args.command == "worker":
+        from entrypoints.worker import run_workers
+
+        return run_workers(settings, args.processes, args.concurrency, args.metrics_port)
     if args.command == "secrets":
         return rotate_key(settings)
     return migrate(settings, args.revision)

@@ -105,10 +105,17 @@ def worker_id(settings: Settings) -> str:
     return f"{socket.gethostname()}:{os.getpid()}"[:64]
 
 
-def _scheduler(container_advance, uow_factory, clock, settings: Settings):
+def _scheduler(
+    advance: AdvanceExecution, uow_factory: SqlUnitOfWorkFactory, clock: SystemClock, settings: Settings
+):
+    """ARQ when Redis is configured (``tolstoy worker`` processes do the work), else in-process."""
+    if settings.engine_kind == "arq":
+        from adapters.engine.arq_scheduler import ArqScheduler
+
+        return ArqScheduler(settings.redis_url)
     from adapters.engine.inprocess import InProcessScheduler
 
-    return InProcessScheduler(container_advance, uow_factory, clock, concurrency=settings.engine_concurrency)
+    return InProcessScheduler(advance, uow_factory, clock, concurrency=settings.engine_concurrency)
 
 
 class Container(containers.DeclarativeContainer):

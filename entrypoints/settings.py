@@ -46,6 +46,7 @@ class Settings(BaseSettings):
     daytona_base_url: str | None = Field(None, validation_alias="DAYTONA_BASE_URL")
     daytona_sync_timeout_ms: int = Field(30_000, validation_alias="DAYTONA_SYNC_TIMEOUT", ge=100)
     daytona_async_timeout_ms: int = Field(300_000, validation_alias="DAYTONA_ASYNC_TIMEOUT", ge=100)
+    engine: Literal["auto", "inprocess", "arq"] = Field("auto", validation_alias="TOLSTOY_ENGINE")
     engine_concurrency: int = Field(10, validation_alias="TOLSTOY_ENGINE_CONCURRENCY", ge=1, le=1000)
     flow_concurrency: int = Field(10, validation_alias="TOLSTOY_FLOW_CONCURRENCY", ge=1, le=1000)
     org_concurrency: int = Field(50, validation_alias="TOLSTOY_ORG_CONCURRENCY", ge=1, le=10_000)
@@ -67,6 +68,15 @@ class Settings(BaseSettings):
     def secret(self, name: str) -> str | None:
         value = getattr(self, name)
         return value.get_secret_value() if value is not None else None
+
+    @property
+    def engine_kind(self) -> str:
+        """auto: ARQ workers when REDIS_URL is set, else the in-process engine."""
+        if self.engine == "auto":
+            return "arq" if self.redis_url else "inprocess"
+        if self.engine == "arq" and not self.redis_url:
+            raise ValueError("TOLSTOY_ENGINE=arq needs REDIS_URL")
+        return self.engine
 
     @property
     def embedded(self) -> bool:

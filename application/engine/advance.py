@@ -104,6 +104,7 @@ class AdvanceExecution:
         self._mode = mode
         self._jitter = jitter
         self._cancel_events: dict[str, asyncio.Event] = {}
+        self._active: set[str] = set()
         self._last_event = datetime.min.replace(tzinfo=UTC)
 
     def abort(self, execution_id: str) -> bool:
@@ -115,6 +116,17 @@ class AdvanceExecution:
         return True
 
     async def __call__(self, org_id: str, execution_id: str) -> Advanced:
+        # The lease keeps other workers out; this keeps out a second call on this worker (an ARQ
+        # process runs several jobs at once, and a sweep may enqueue one for a running execution).
+        if execution_id in self._active:
+            return Advanced()
+        self._active.add(execution_id)
+        try:
+            return await self._advance(org_id, execution_id)
+        finally:
+            self._active.discard(execution_id)
+
+    async def _advance(self, org_id: str, execution_id: str) -> Advanced:
         now = self._clock.now()
         async with self._uow() as uow:
             execution = await uow.executions.claim(execution_id, self.worker_id, now + self._lease, now)
@@ -167,6 +179,7 @@ class AdvanceExecution:
     ) -> Execution | None:
         """A queued execution starts when its flow and its organization have a free slot."""
         await uow.executions.lock_org(execution.org_id)
+        now = self._clock.now()  # after the lock: the slot is ours from this moment
         flow_limit = definition.settings.concurrency or self._flow_concurrency
         if (
             await uow.executions.running(execution.org_id, execution.flow_id) >= flow_limit

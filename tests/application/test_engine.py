@@ -13,6 +13,8 @@ from typing import Any
 
 import pytest
 
+from adapters.engine.arq_scheduler import ArqScheduler
+from adapters.engine.arq_worker import Runtime, build_worker
 from adapters.engine.inprocess import InProcessScheduler
 from adapters.regex import compile_pattern
 from application.engine.advance import AdvanceExecution
@@ -27,6 +29,7 @@ from domain.ids import new_id
 from domain.organization import Organization
 from tests.fakes.http import FakeHttpClient
 from tests.fakes.sandbox import FakeSandbox, ScriptError
+from tests.support import REDIS_URL, unavailable
 
 pytestmark = pytest.mark.asyncio(loop_scope="session")
 
@@ -52,7 +55,8 @@ class NoSecrets:
 
 
 class Engine:
-    def __init__(self, uow: Any, *, flow_concurrency: int = 10) -> None:
+    def __init__(self, uow: Any, kind: str = "inprocess", *, flow_concurrency: int = 10) -> None:
+        self.kind = kind
         self.uow, self.clock = uow, Clock()
         self.http, self.sandbox, self.metrics = FakeHttpClient(), FakeSandbox(), Metrics()
         actions = ExecuteAction(uow, self.clock, NoSecrets(), self.http, compile_pattern, self.metrics)
@@ -61,9 +65,39 @@ class Engine:
             uow, self.clock, runners, self.sandbox, self.metrics, worker_id=new_id("w"),
             lease_seconds=5, flow_concurrency=flow_concurrency,
         )  # fmt: skip
-        self.scheduler = InProcessScheduler(self.advance, uow, self.clock, concurrency=10, sweep_seconds=0.2)
+        if kind == "arq":
+            self.scheduler = ArqScheduler(REDIS_URL)
+            self.worker = build_worker(REDIS_URL, 10, self._runtime, sweep_seconds=1, handle_signals=False)
+        else:
+            self.scheduler = InProcessScheduler(
+                self.advance, uow, self.clock, concurrency=10, sweep_seconds=0.2
+            )
         self.executions = Executions(uow, self.clock, self.scheduler, self.advance)
         self.flows = Flows(uow, self.clock)
+
+    async def _runtime(self) -> Runtime:
+        return Runtime(self.advance, self.uow, self.clock, ArqScheduler(REDIS_URL))
+
+    async def start(self) -> None:
+        await self.scheduler.start()
+        if self.kind == "arq":
+            self.worker_task = asyncio.create_task(self.worker.async_run())
+
+    async def stop(self) -> None:
+        if self.kind == "arq":
+            self.worker_task.cancel()
+            await asyncio.gather(self.worker_task, return_exceptions=True)
+            for job in list(self.worker.tasks.values()):  # jobs cut short by the test's end
+                job.cancel()
+            await asyncio.gather(*self.worker.tasks.values(), return_exceptions=True)
+            await self.worker.pool.aclose()
+        await self.scheduler.stop()
+
+    async def idle(self) -> None:
+        if self.kind == "arq":
+            await asyncio.sleep(0.1)
+        else:
+            await self.scheduler.idle()
 
     async def tenant(self) -> TenantContext:
         now = self.clock.now()
@@ -93,12 +127,27 @@ class Engine:
         return [(e.type, e.payload.get("stepId")) for e in mine]
 
 
-@pytest.fixture
-async def engine(uow_factory: Any):
-    engine = Engine(uow_factory)
-    await engine.scheduler.start()
+def _redis_up() -> None:
+    import redis
+
+    try:
+        redis.Redis.from_url(REDIS_URL, socket_connect_timeout=2).ping()
+    except redis.RedisError as exc:
+        unavailable("Redis", str(exc))
+
+
+@pytest.fixture(params=["inprocess", "arq"])
+async def engine(request: pytest.FixtureRequest, uow_factory: Any):
+    """Both schedulers pass the same contract; ARQ with a worker in this process (the crash tests
+    in tests/e2e run real worker processes)."""
+    if request.param == "arq":
+        if type(uow_factory).__name__.startswith("Memory"):
+            pytest.skip("ARQ runs on the databases; the in-memory store is covered by the in-process engine")
+        _redis_up()
+    engine = Engine(uow_factory, request.param)
+    await engine.start()
     yield engine
-    await engine.scheduler.stop()
+    await engine.stop()
 
 
 def transform(id: str, script: str, **extra: Any) -> dict[str, Any]:
@@ -255,7 +304,7 @@ async def test_a_delay_holds_no_worker(engine: Engine) -> None:
     )
     e = (await engine.executions.start(ctx, flow.id, {})).execution
     await asyncio.sleep(0.15)
-    await engine.scheduler.idle()
+    await engine.idle()
     view = await engine.executions.get(ctx, flow.id, e.id)
     assert view.execution.status == "running" and view.execution.wake_at is not None
     assert view.steps[0].status == "running" and view.steps[0].next_at is not None

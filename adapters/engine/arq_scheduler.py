@@ -1,0 +1,78 @@
+"""The ARQ scheduler: executions advance in ``tolstoy worker`` processes, fed through Redis.
+
+An ``advance`` job carries (org_id, execution_id). Job ids deduplicate: one per execution and due
+time, so a wake-up enqueued twice (by the engine and by a sweep) runs once. Delays and retries are
+deferred jobs, holding no worker. Cancel requests are published on a Redis channel every worker
+listens to, so the one running the execution aborts its in-flight steps at once. Results are not
+kept (``keep_result=0``): a job id is free again as soon as its job is done.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from datetime import UTC, datetime
+
+from arq import create_pool
+from arq.connections import ArqRedis, RedisSettings
+
+log = logging.getLogger("tolstoy.engine")
+
+ABORT_CHANNEL = "tolstoy:engine:abort"
+QUEUE = "tolstoy:engine"
+
+
+def job_id(execution_id: str, at: datetime | None) -> str:
+    when = "now" if at is None else str(int(at.timestamp() * 1000))
+    return f"advance:{execution_id}:{when}"
+
+
+class ArqScheduler:
+    def __init__(self, redis_url: str) -> None:
+        self._settings = RedisSettings.from_dsn(redis_url)
+        self._pool: ArqRedis | None = None
+        self._lock = asyncio.Lock()
+
+    async def _redis(self) -> ArqRedis:
+        if self._pool is None:
+            async with self._lock:
+                if self._pool is None:
+                    self._pool = await create_pool(self._settings, default_queue_name=QUEUE)
+        return self._pool
+
+    async def start(self) -> None:
+        return None  # connects on first use: the API starts even while Redis is away
+
+    async def stop(self) -> None:
+        if self._pool is not None:
+            await self._pool.aclose()
+            self._pool = None
+
+    async def schedule(self, org_id: str, execution_id: str, at: datetime | None = None) -> None:
+        redis = await self._redis()
+        if at is not None and at <= datetime.now(UTC):
+            at = None
+        await redis.enqueue_job(
+            "advance", org_id, execution_id, _job_id=job_id(execution_id, at), _defer_until=at
+        )
+
+    async def abort(self, execution_id: str) -> None:
+        redis = await self._redis()
+        await redis.publish(ABORT_CHANNEL, execution_id)
+
+
+async def listen_for_aborts(redis: ArqRedis, on_abort) -> None:
+    """Run in each worker: call ``on_abort(execution_id)`` for every cancel published."""
+    pubsub = redis.pubsub()
+    await pubsub.subscribe(ABORT_CHANNEL)
+    try:
+        while True:
+            message = await pubsub.get_message(ignore_subscribe_messages=True, timeout=1.0)
+            if message is not None:
+                data = message["data"]
+                on_abort(data.decode() if isinstance(data, bytes) else str(data))
+    finally:
+        with contextlib.suppress(Exception):
+            await pubsub.unsubscribe(ABORT_CHANNEL)
+            await pubsub.aclose()
