@@ -13,6 +13,7 @@ from application.execute_action import SAFE_HEADERS, ExecuteAction, _decode
 from application.ports import HttpClient, OutboundRequest, Sandbox, SandboxResult, SandboxRun, SandboxSession
 from application.tenancy import TenantContext
 from domain import templates
+from domain.code_language import resolve_language
 from domain.errors import DomainError, UpstreamTimeout
 from domain.flow_definition import StepDefinition
 
@@ -221,8 +222,6 @@ class StepRunners:
         return {"result": bool(sandbox_outcome(result, ctx))}
 
     async def code(self, ctx: StepContext) -> Any:
-        from domain.code_language import resolve_language  # TODO(move up): module lands with the V8 sandbox
-
         config = ctx.step.config
         language = resolve_language(config.get("language"), config["code"])
         run = self._code_run(config["code"], ctx, language)
