@@ -206,8 +206,12 @@ async def close_container(container: Container) -> None:
     await container.read_engine().dispose()
     await container.engine().dispose()
     await container.http_client().aclose()
-    sandbox = container.sandbox()
-    close = getattr(sandbox, "aclose", None)
+
+
+async def close_engine(container: Container) -> None:
+    """Stop the scheduler and the sandbox's threads (only for a container whose engine started)."""
+    await container.scheduler().stop()
+    close = getattr(container.sandbox(), "aclose", None)
     if close is not None:
         await close()
 

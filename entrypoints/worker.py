@@ -18,7 +18,7 @@ from entrypoints.settings import Settings
 def run_worker(settings: Settings, concurrency: int, metrics_port: int | None = None) -> None:
     if settings.redis_url is None:
         raise SystemExit("tolstoy worker needs REDIS_URL")
-    from entrypoints.container import build_container, close_container
+    from entrypoints.container import build_container, close_container, close_engine
 
     container = build_container(settings)
 
@@ -32,6 +32,7 @@ def run_worker(settings: Settings, concurrency: int, metrics_port: int | None = 
         return Runtime(container.advance(), container.uow_factory(), container.clock(), scheduler)
 
     async def close_runtime(_rt: Runtime) -> None:
+        await close_engine(container)
         await close_container(container)
 
     build_worker(settings.redis_url, concurrency, make_runtime, close_runtime).run()

@@ -170,6 +170,10 @@ class V8Session:
             return _failure("SYNTAX_ERROR", _first_line(str(exc)), started)
         except JSTimeoutException:
             isolate.broken = True
+            # The cancelled run reports back asynchronously; one more (queued) eval waits for that
+            # report, so closing the isolate later cannot race it.
+            with contextlib.suppress(Exception):
+                isolate.racer.eval("0", timeout_sec=1)
             return _failure("TIMEOUT", f"The code ran longer than {timeout} ms", started)
         except JSOOMException:
             isolate.broken = True

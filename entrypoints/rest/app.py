@@ -10,7 +10,7 @@ from contextlib import asynccontextmanager
 from fastapi import FastAPI
 
 from adapters.persistence.migrate import current_revision, head_revision, upgrade_engine
-from entrypoints.container import Container, close_container, tolstoy_version
+from entrypoints.container import Container, close_container, close_engine, tolstoy_version
 from entrypoints.rest import action_routes, credential_routes, errors, execution_routes, metrics, routes
 from entrypoints.rest.metrics import HttpMetrics
 from entrypoints.rest.middleware import BodyLimit
@@ -46,13 +46,15 @@ def create_app(container: Container) -> FastAPI:
             app.state.authenticator = container.authenticator()  # resolves the admin token now
             scheduler = container.scheduler()
             await scheduler.start()  # the in-process engine resumes unfinished executions
+            app.state.scheduler = scheduler
             # Everything built so far lives as long as the process: keep it out of the cyclic
             # collector's generations, so its full collections stay short under load.
             gc.collect()
             gc.freeze()
             yield
         finally:
-            await container.scheduler().stop()
+            if getattr(app.state, "scheduler", None) is not None:
+                await close_engine(container)
             await close_container(container)
 
     app = FastAPI(
