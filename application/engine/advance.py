@@ -147,8 +147,9 @@ class AdvanceExecution:
                 await self._conclude(uow, execution, FAILED, now, error=error, outputs={})
                 await uow.commit()
                 return Advanced(finished=True)
-            if execution.cancel_requested:
-                await self._conclude(uow, execution, CANCELLED, now, outputs={})
+            if execution.cancel_requested and execution.status == QUEUED:
+                error = {"message": "The execution was cancelled", "code": "CANCELLED"}
+                await self._conclude(uow, execution, CANCELLED, now, outputs={}, error=error)
                 await uow.commit()
                 return Advanced(finished=True)
             if execution.status == QUEUED:
@@ -159,6 +160,8 @@ class AdvanceExecution:
             states = {s.step_id: s for s in await uow.execution_steps.for_execution(org_id, execution_id)}
             await uow.commit()
         run = _Run(self, execution, definition, states)
+        if execution.cancel_requested:  # concluded by the run, which finishes its steps' logs
+            run.cancel.set()
         self._cancel_events[execution_id] = run.cancel
         try:
             return await run.go()

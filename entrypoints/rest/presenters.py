@@ -122,7 +122,7 @@ def audit_event(a: AuditEvent) -> dict[str, Any]:
     }
 
 
-def present_execution(view: ExecutionView | Execution, *, detailed: bool = False) -> dict[str, Any]:
+def execution(view: ExecutionView | Execution, *, detailed: bool = False) -> dict[str, Any]:
     execution = view.execution if isinstance(view, ExecutionView) else view
     body: dict[str, Any] = {
         "executionId": execution.id,
