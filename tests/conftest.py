@@ -9,10 +9,15 @@ from __future__ import annotations
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
+import hypothesis  # noqa: F401 - imported up front: see below
 import pytest
 
 from adapters.persistence.migrate import upgrade
 from tests.support import ADMIN_TOKEN, Api, LiveServer, new_org, throwaway_postgres_database
+
+# hypothesis's pytest plugin imports the package lazily at the end of the run, where pytest's
+# assertion rewriter parses it; on CPython 3.11 that parse can fail ("AST constructor recursion
+# depth mismatch") when finalizers of the engine tests' clients run in the middle of it.
 
 BACKENDS = ["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)]
 

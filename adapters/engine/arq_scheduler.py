@@ -63,16 +63,22 @@ class ArqScheduler:
 
 
 async def listen_for_aborts(redis: ArqRedis, on_abort) -> None:
-    """Run in each worker: call ``on_abort(execution_id)`` for every cancel published."""
-    pubsub = redis.pubsub()
-    await pubsub.subscribe(ABORT_CHANNEL)
-    try:
-        while True:
-            message = await pubsub.get_message(ignore_subscribe_messages=True, timeout=1.0)
-            if message is not None:
-                data = message["data"]
-                on_abort(data.decode() if isinstance(data, bytes) else str(data))
-    finally:
-        with contextlib.suppress(Exception):
-            await pubsub.unsubscribe(ABORT_CHANNEL)
-            await pubsub.aclose()
+    """Run in each worker: call ``on_abort(execution_id)`` for every cancel published. Reconnects
+    after Redis goes away (a missed abort is caught by the engine's own cancel check)."""
+    while True:
+        pubsub = redis.pubsub()
+        try:
+            await pubsub.subscribe(ABORT_CHANNEL)
+            while True:
+                message = await pubsub.get_message(ignore_subscribe_messages=True, timeout=1.0)
+                if message is not None:
+                    data = message["data"]
+                    on_abort(data.decode() if isinstance(data, bytes) else str(data))
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:
+            log.warning("abort listener lost Redis (%s); reconnecting", type(exc).__name__)
+            await asyncio.sleep(1.0)
+        finally:
+            with contextlib.suppress(Exception):
+                await pubsub.aclose()

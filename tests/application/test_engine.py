@@ -6,6 +6,7 @@ delays that hold no worker, cancellation, retry/resume and concurrency slots."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
 from collections import defaultdict
 from datetime import UTC, datetime
@@ -90,7 +91,8 @@ class Engine:
             for job in list(self.worker.tasks.values()):  # jobs cut short by the test's end
                 job.cancel()
             await asyncio.gather(*self.worker.tasks.values(), return_exceptions=True)
-            await self.worker.pool.aclose()
+            with contextlib.suppress(Exception):
+                await self.worker.close()  # runs the worker's shutdown (if it got as far as starting)
         await self.scheduler.stop()
 
     async def idle(self) -> None:
