@@ -1,13 +1,72 @@
-"""The embedded code sandbox: V8 isolates (mini-racer), with time and memory limits and no I/O.
+"""The embedded code sandbox: JavaScript in V8 isolates (mini-racer), with time and memory limits.
 
-An isolate is made per session (one execution's steps on one worker; making one costs ~2 ms of
-CPU, so steps of a session share it) and never shared between sessions, hence never between
-tenants. Between runs nothing leaks: at creation the JavaScript intrinsics are frozen (no prototype
-pollution) and the host's timers, WebAssembly and shared memory are removed; after each run every
-global the run added is deleted (an isolate where that fails, or that hit a limit, is replaced).
+Isolates
+--------
+A session (the runs of one execution on one worker) has its own isolates, never shared with
+another session, hence never with another tenant. Making one costs ~5 ms of CPU (2 ms for V8, 3 ms
+for the lockdown below), so the runs of a session reuse it (a run then costs ~0.13 ms on top of
+the code); runs of the same session that overlap (parallel steps) get one each.
 
-User code never reaches the host: it is compiled on its own (so a syntax error shows only its own
-lines), the context arrives as a JSON string, and the result leaves as a JSON string.
+Nothing leaks from one run to the next, because at creation the isolate is locked down, SES-style:
+
+* the timers mini-racer installs (``setTimeout``/``clearTimeout``), ``SharedArrayBuffer``,
+  ``Atomics.wait``/``waitAsync``, ``WebAssembly`` and ``FinalizationRegistry`` are removed, and so
+  are RegExp's legacy statics (``RegExp.$1``, ``lastMatch``...), which would carry the last match
+  of one run into the next;
+* every intrinsic reachable from the global object (and the hidden ones: generator, async and
+  iterator prototypes...) is frozen, and the global object's own properties are made read-only,
+  so neither prototype pollution nor ``JSON.parse = ...`` survives a run. Assigning
+  ``constructor``, ``toString``, ``valueOf``, ``name``, ``message``... (and anything of
+  ``Object.prototype``) to an ordinary object still works - the "override mistake" is tamed with
+  accessors, as SES does - so ``this.name = "MyError"`` and ``counts["constructor"]`` work;
+* before and after each run every global the run added is deleted; an isolate where that fails
+  (a non-configurable global, a new prototype for the global object) or that hit a limit is
+  replaced.
+
+There is no I/O: no ``require``, ``process``, ``fetch``, ``XMLHttpRequest``, ``WebSocket``,
+timers, ``Deno`` or ``Bun``, and ``import()`` is refused by mini-racer.
+
+A run
+-----
+The code is a function body (``expression=True``: one expression) compiled with the ``Function``
+constructor, so it cannot break out of its wrapper; it runs in strict mode as
+``function (context, input)``, with ``variables``, ``stepOutputs``, ``meta`` and ``utils`` also in
+scope as names (from an enclosing function, so the code may still declare its own ``meta``).
+``context``/``input`` is ``{variables, stepOutputs, meta, utils}``, parsed by ``JSON.parse`` from a
+JSON string built by ``json.dumps`` (user values never become source code). ``utils.log/info/
+warn/error(message, data?)`` and ``console.log/info/debug/warn/error(...)`` record log entries
+``{type, message, data?, timestamp}``, up to half of ``max_output_bytes`` (then one "log output
+truncated" entry). Code that uses ``await`` is compiled as an async function; a returned promise
+is awaited (it must settle without timers: there are none). The return value is the output
+(``undefined`` is ``None``), serialised by ``JSON.stringify`` in V8 and parsed by ``json.loads``.
+
+A run is two evaluations: one runs the code, the second (after V8's microtask checkpoint, which
+mini-racer performs *between* evaluations) collects the outcome and deletes the run's globals.
+Both are bounded by the run's timeout.
+
+Errors
+------
+``SandboxResult(success=False, error={message, code, stack?})`` with code SYNTAX_ERROR (with the
+line, when V8 tells it), RUNTIME_ERROR (the message - ``"TypeError: ..."`` for an error other than
+a plain ``Error`` - and the stack, its lines counted in the user's code), TIMEOUT, MEMORY_LIMIT,
+OUTPUT_TOO_LARGE, UNSUPPORTED_LANGUAGE (anything but JavaScript) or SANDBOX_UNAVAILABLE.
+
+Threads and limits
+------------------
+Evaluation does not block the event loop: mini-racer runs each isolate on a native thread of its
+own and reports back through the loop (``eval_cancelable``), on the loop the session was opened
+in. Creating and disposing of isolates block, so they run in a small executor the sandbox owns
+(``aclose`` shuts it down). A timeout cancels the evaluation (V8's ``TerminateExecution``); the
+isolate is then given up and disposed of on a throw-away daemon thread, because disposal waits for
+V8 to stop and some built-ins (``Array.prototype.sort``/``reverse``/``indexOf`` over an
+``{length: 2**40}`` array-like...) do not check for termination: such an isolate keeps one CPU
+core busy until the built-in returns, possibly for good (``abandoned_isolates`` counts them).
+The memory limit (``set_hard_memory_limit``) is checked by V8 after each garbage collection and
+counts the JavaScript heap only - not ``ArrayBuffer`` backing stores - and a few allocations
+(``"x".repeat(2**28).split("")``, ``new Array(1e9).fill(0)``...) abort the whole process inside
+V8 before any limit is checked. The embedded sandbox protects tenants' data from each other and
+stops ordinary runaway code; it does not protect the worker's availability from hostile code:
+use the Daytona backend (or a process per sandbox) for that.
 """
 
 from __future__ import annotations
@@ -15,230 +74,611 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import re
 import secrets
+import threading
 import time
 from collections import OrderedDict
 from collections.abc import AsyncIterator
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import AbstractContextManager
+from dataclasses import replace
+from datetime import datetime, timedelta
 from typing import Any
 
-from py_mini_racer import JSEvalException, JSOOMException, JSParseException, JSTimeoutException, MiniRacer
-
-from application.ports import SandboxResult, SandboxRun
-
-UNSUPPORTED = (
-    "{language} code needs a Daytona sandbox: set SANDBOX_BACKEND=daytona "
-    "(the embedded V8 sandbox runs JavaScript only)"
+from py_mini_racer import (
+    JSEvalException,
+    JSOOMException,
+    JSParseException,
+    MiniRacer,
+    mini_racer,
 )
-RESULTS_KEPT = 1000
-# What user code sees: the seed's context object (also as ``input``) and its parts by name, so an
-# executeIf reads ``variables.flag === true`` as well as ``context.variables.flag === true``.
-_PARAMETERS = "context, input, console, variables, stepOutputs, meta, utils"
 
-_PRELUDE = r"""
-(function () {
+from adapters.clock import SystemClock
+from application.ports import Clock, SandboxResult, SandboxRun
+
+LANGUAGES = frozenset({"javascript", "js"})
+RESULTS_KEPT = 1_000  # finished background runs waiting for their poll; the oldest go first
+UNKNOWN_SESSION = "unknown session; it may have run on a worker that stopped"
+_RUNNER = "__tolstoy_sandbox__"
+_SETUP_TIMEOUT_S = 10.0
+_FINISH_GRACE_S = 0.05  # the collecting evaluation's minimum time, should the code use all of its own
+_SYNTAX_LOCATION = re.compile(r"^<anonymous>:(\d+): (SyntaxError: .*)$")
+
+# Evaluated once per isolate, before any user code. Leaves one script-scope binding, the runner.
+_LOCKDOWN = r"""
+const __tolstoy_sandbox__ = (() => {
   "use strict";
-  for (const name of ["setTimeout", "clearTimeout", "__timer_manager", "WebAssembly", "SharedArrayBuffer",
-                      "Atomics", "FinalizationRegistry", "WeakRef", "console"]) {
-    const d = Object.getOwnPropertyDescriptor(globalThis, name);
-    if (!d) continue;
-    if (d.configurable) delete globalThis[name];
-    else if (d.writable) globalThis[name] = undefined;
+  const G = globalThis;
+  const { defineProperty, freeze, getOwnPropertyDescriptor, getPrototypeOf, hasOwn, isExtensible } = Object;
+  const { apply, deleteProperty, ownKeys } = Reflect;
+  const stringify = JSON.stringify;
+  const parse = JSON.parse;
+  const now = Date.now;
+  const StringOf = String;
+  const ErrorType = Error;
+  const SyntaxErrorType = SyntaxError;
+  const TypeErrorType = TypeError;
+  const FunctionType = Function;
+  const PromiseType = Promise;
+  const promiseResolve = Promise.resolve;
+  const promiseThen = Promise.prototype.then;
+  const AWAIT = /\bawait\b/;
+  const FRAME = /code\.js:(\d+):(\d+)/g;
+  const TRAILING = /[\s;]+$/;
+  const OWN_SCRIPT = /^\s*at <anonymous>:\d+:\d+$/;
+  const MAX_TEXT = 4000;
+
+  // 1. Nothing that waits, keeps time for later, shares memory or compiles native code.
+  for (const name of ["setTimeout", "clearTimeout", "setInterval", "clearInterval", "setImmediate",
+                      "queueMicrotask", "__timer_manager", "SharedArrayBuffer", "WebAssembly",
+                      "FinalizationRegistry"]) {
+    if (hasOwn(G, name) && !deleteProperty(G, name)) defineProperty(G, name, { value: undefined, writable: false });
   }
-  const seen = new Set();
-  const freeze = (value) => {
-    if ((typeof value !== "object" && typeof value !== "function") || value === null || seen.has(value)) return;
-    seen.add(value);
-    Object.freeze(value);
-    for (const key of Reflect.ownKeys(value)) {
-      const d = Object.getOwnPropertyDescriptor(value, key);
-      if (d && "value" in d) freeze(d.value);
-      if (d && d.get) freeze(d.get);
-      if (d && d.set) freeze(d.set);
+  if (typeof Atomics === "object") {
+    deleteProperty(Atomics, "wait");
+    deleteProperty(Atomics, "waitAsync");
+  }
+  // RegExp.$1, lastMatch, input...: they would show the last match of one run to the next.
+  for (const key of ownKeys(RegExp)) {
+    if (typeof key === "string" && key !== "length" && key !== "name" && key !== "prototype" && key !== "escape") {
+      deleteProperty(RegExp, key);
     }
-    freeze(Object.getPrototypeOf(value));
-  };
-  for (const name of Object.getOwnPropertyNames(globalThis)) {
-    if (name !== "globalThis") freeze(globalThis[name]);
   }
-  const baseline = new Set(Object.getOwnPropertyNames(globalThis));
-  baseline.add("__tolstoyReset");
-  baseline.add("__tolstoyFn");
-  Object.defineProperty(globalThis, "__tolstoyReset", {
-    value: function () {
-      let stuck = 0;
-      for (const name of Object.getOwnPropertyNames(globalThis)) {
-        if (!baseline.has(name) && !delete globalThis[name]) stuck++;
-      }
-      globalThis.__tolstoyFn = undefined;
-      return stuck;
-    },
+  // mini-racer's timer class is a script-scope binding, out of reach of the global sweep.
+  const resetBindings = () => {
+    try { __TimerManager = undefined; } catch (e) { /* not in this mini-racer */ }
+  };
+  resetBindings();
+
+  // 2. Logs.
+  let logs = [];
+  let budget = 0;
+  let t0 = 0;
+  const clip = (s) => (s.length > MAX_TEXT ? s.slice(0, MAX_TEXT) + "..." : s);
+  const text = (value) => {
+    if (typeof value === "string") return value;
+    try {
+      const s = stringify(value);
+      if (s !== undefined) return s;
+    } catch (e) { /* not JSON */ }
+    try { return StringOf(value); } catch (e) { return "[unprintable]"; }
+  };
+  const record = (type, message, data) => {
+    if (budget <= 0) return;
+    let entry = '{"type":"' + type + '","t":' + (now() - t0) + ',"message":' + stringify(message);
+    if (data.length) {
+      const value = data.length === 1 ? data[0] : data;
+      let json;
+      try { json = stringify(value); } catch (e) { json = stringify(text(value)); }
+      if (json !== undefined) entry += ',"data":' + json;
+    }
+    entry += "}";
+    budget -= entry.length;
+    if (budget <= 0) entry = '{"type":"warn","t":' + (now() - t0) + ',"message":"log output truncated"}';
+    logs.push(entry);
+  };
+  const logger = (type) => (message, ...data) => record(type, text(message === undefined ? "" : message), data);
+  const printer = (type) => (...args) => record(type, args.map(text).join(" "), []);
+  const utils = freeze({ log: logger("log"), info: logger("log"), warn: logger("warn"), error: logger("error") });
+  defineProperty(G, "console", {
+    value: freeze({ log: printer("log"), info: printer("log"), debug: printer("log"), trace: printer("log"),
+                    dir: printer("log"), warn: printer("warn"), error: printer("error") }),
+    writable: true, enumerable: false, configurable: true,
   });
+
+  // 3. Freeze every intrinsic (SES lockdown), taming the override mistake first.
+  const seen = new Set();
+  const queue = [];
+  const visit = (value) => {
+    if (value !== G && ((typeof value === "object" && value !== null) || typeof value === "function") && !seen.has(value)) {
+      seen.add(value);
+      queue.push(value);
+    }
+  };
+  for (const key of ownKeys(G)) {
+    const d = getOwnPropertyDescriptor(G, key);
+    visit(d.value); visit(d.get); visit(d.set);
+  }
+  visit(getPrototypeOf(G));
+  visit(utils);
+  const hidden = [function* () {}, async function () {}, async function* () {}, [][Symbol.iterator](),
+                  ""[Symbol.iterator](), new Map()[Symbol.iterator](), new Set()[Symbol.iterator](),
+                  /./[Symbol.matchAll]("")];
+  try { hidden.push([].values().map((x) => x), Iterator.from({ next() { return { done: true }; } })); } catch (e) { /* no helpers */ }
+  try { const segments = new Intl.Segmenter().segment(""); hidden.push(segments, segments[Symbol.iterator]()); } catch (e) { /* no Intl */ }
+  for (const value of hidden) visit(getPrototypeOf(value));
+  for (let i = 0; i < queue.length; i++) {
+    const object = queue[i];
+    visit(getPrototypeOf(object));
+    for (const key of ownKeys(object)) {
+      const d = getOwnPropertyDescriptor(object, key);
+      if (d === undefined) continue;
+      if ("value" in d) visit(d.value); else { visit(d.get); visit(d.set); }
+    }
+  }
+  const tame = (object, key) => {
+    const d = getOwnPropertyDescriptor(object, key);
+    if (d === undefined || !("value" in d) || !d.writable || !d.configurable) return;
+    const value = d.value;
+    const accessors = {
+      get() { return value; },
+      set(newValue) {
+        if (this === object) {
+          throw new TypeErrorType("Cannot assign to read only property '" + StringOf(key) + "' of a frozen built-in");
+        }
+        defineProperty(this, key, { value: newValue, writable: true, enumerable: true, configurable: true });
+      },
+    };
+    freeze(accessors.get);
+    freeze(accessors.set);
+    defineProperty(object, key, { get: accessors.get, set: accessors.set, enumerable: d.enumerable, configurable: false });
+  };
+  for (const key of ownKeys(Object.prototype)) tame(Object.prototype, key);
+  for (const object of queue) {
+    if (typeof object !== "function") continue;
+    const d = getOwnPropertyDescriptor(object, "prototype");
+    const proto = d === undefined ? undefined : d.value;
+    if (proto === Object.prototype || proto === null || (typeof proto !== "object" && typeof proto !== "function")) continue;
+    for (const key of ["constructor", "toString", "toLocaleString", "valueOf", "toJSON", "name", "message"]) tame(proto, key);
+  }
+  for (const object of queue) freeze(object);
+  for (const key of ownKeys(G)) {
+    const d = getOwnPropertyDescriptor(G, key);
+    if ("value" in d ? d.writable || d.configurable : d.configurable) {
+      defineProperty(G, key, "value" in d ? { writable: false, configurable: false } : { configurable: false });
+    }
+  }
+  const baseline = new Set(ownKeys(G));
+  const baseProto = getPrototypeOf(G);
+  const sweep = () => {
+    resetBindings();
+    let clean = true;
+    for (const key of ownKeys(G)) {
+      if (!baseline.has(key) && !deleteProperty(G, key)) clean = false;
+    }
+    return clean && getPrototypeOf(G) === baseProto && isExtensible(G);
+  };
+
+  // 4. Running user code.
+  const compile = (code, expression, isAsync) => {
+    const body = expression ? "return (\n" + code.replace(TRAILING, "") + "\n);" : code;
+    return FunctionType("variables", "stepOutputs", "meta", "utils",
+      '"use strict"; return ' + (isAsync ? "async " : "") + "function (context, input) {\n" + body +
+      "\n};\n//# sourceURL=code.js");
+  };
+  const firstLine = (expression) => {
+    try {
+      compile(expression ? "(() => { throw new Error(); })()" : "throw new Error();", expression, false)()();
+    } catch (e) {
+      FRAME.lastIndex = 0;
+      const m = FRAME.exec(StringOf(e.stack));
+      if (m !== null) return +m[1];
+    }
+    return expression ? 4 : 3;
+  };
+  const OFFSET = [firstLine(false) - 1, firstLine(true) - 1];
+  const cleanStack = (stack, offset) => {
+    const kept = [];
+    for (const line of stack.split("\n")) {
+      // Frames of the sandbox's own code (the runner, the tamed setters, the per-run script) go.
+      if (line.includes("tolstoy-sandbox.js") || OWN_SCRIPT.test(line)) continue;
+      kept.push(line.replace(FRAME, (m, l, c) => "code.js:" + (l - offset) + ":" + c));
+    }
+    return clip(kept.join("\n"));
+  };
+  const describe = (err, offset) => {
+    try {
+      if (err instanceof ErrorType) {
+        const name = StringOf(err.name);
+        const message = StringOf(err.message);
+        // A plain Error is told by its message alone, any other by its name too ("TypeError: ...").
+        return { message: clip(!message ? name : name === "Error" ? message : name + ": " + message),
+                 stack: cleanStack(err.stack === undefined ? "" : StringOf(err.stack), offset) };
+      }
+      return { message: clip("Uncaught " + text(err)), stack: "" };
+    } catch (e) {
+      return { message: "Uncaught exception (it could not be described)", stack: "" };
+    }
+  };
+
+  let busy = false;
+  let state = null;
+  const run = (contextJson, code, expression, maxOutput) => {
+    if (busy) throw new TypeErrorType("the sandbox is busy");
+    busy = true;
+    try {
+      state = null;
+      if (!sweep()) return "T";
+      logs = [];
+      budget = Math.floor(maxOutput / 2);
+      t0 = now();
+      const offset = OFFSET[expression ? 1 : 0];
+      const context = parse(contextJson);
+      for (const key of ["variables", "stepOutputs", "meta"]) {
+        if (context[key] === null || typeof context[key] !== "object") context[key] = {};
+      }
+      context.utils = utils;
+      let factory;
+      try {
+        factory = compile(code, expression, false);
+      } catch (err) {
+        let failure = err;
+        if (err instanceof SyntaxErrorType && AWAIT.test(code)) {
+          try { factory = compile(code, expression, true); } catch (err2) { failure = err2; }
+        }
+        if (factory === undefined) {
+          // The Function constructor tells no line: the adapter asks V8's parser for it.
+          state = { kind: "error", code: failure instanceof SyntaxErrorType ? "SYNTAX_ERROR" : "RUNTIME_ERROR",
+                    error: { message: describe(failure, offset).message, stack: "" } };
+          return "";
+        }
+      }
+      let value;
+      try {
+        value = factory(context.variables, context.stepOutputs, context.meta, utils)(context, context);
+        if (value !== null && (typeof value === "object" || typeof value === "function") && typeof value.then === "function") {
+          const pending = { kind: "pending", offset };
+          apply(promiseThen, apply(promiseResolve, PromiseType, [value]), [
+            (v) => { pending.kind = "value"; pending.value = v; },
+            (e) => { pending.kind = "error"; pending.code = "RUNTIME_ERROR"; pending.error = describe(e, offset); },
+          ]);
+          state = pending;
+          return "";
+        }
+      } catch (err) {
+        state = { kind: "error", code: "RUNTIME_ERROR", error: describe(err, offset) };
+        return "";
+      }
+      state = { kind: "value", value };
+      return "";
+    } finally {
+      busy = false;
+    }
+  };
+  const envelope = (error) => {
+    const clean = sweep();
+    return '{"ok":' + (error === undefined) + ',"tainted":' + !clean +
+      (error === undefined ? "" : ',"error":' + stringify(error)) + ',"logs":[' + logs.join(",") + "]}";
+  };
+  const finish = (maxOutput) => {
+    if (busy) throw new TypeErrorType("the sandbox is busy");
+    busy = true;
+    try {
+      const s = state;
+      state = null;
+      if (s === null) return envelope({ code: "RUNTIME_ERROR", message: "the run's state was lost", stack: "" });
+      if (s.kind === "pending") {
+        return envelope({ code: "RUNTIME_ERROR", stack: "",
+                          message: "the code's promise never settled (the V8 sandbox has no timers or I/O to wait for)" });
+      }
+      if (s.kind === "error") return envelope({ code: s.code, message: s.error.message, stack: s.error.stack });
+      let out;
+      try {
+        out = stringify(s.value);
+      } catch (err) {
+        let reason;
+        try { reason = err instanceof ErrorType ? StringOf(err.message) : text(err); } catch (e) { reason = "?"; }
+        return envelope({ code: "RUNTIME_ERROR", stack: "",
+                          message: clip("TypeError: the result is not JSON-serialisable: " + reason) });
+      }
+      if (out !== undefined && out.length > maxOutput) {
+        return envelope({ code: "OUTPUT_TOO_LARGE", stack: "", message: "the result is larger than " + maxOutput + " bytes" });
+      }
+      const head = envelope(undefined);
+      return out === undefined ? head : head + "\n" + out;
+    } finally {
+      busy = false;
+    }
+  };
+  freeze(run);
+  freeze(finish);
+  return freeze({ run, finish });
 })();
+//# sourceURL=tolstoy-sandbox.js
 """
 
-_CALL = r"""
-(function (contextJson) {
-  "use strict";
-  const logs = [];
-  const record = (type) => (message, data) => {
-    logs.push({ type, message: String(message), data: data === undefined ? null : data, timestamp: new Date().toISOString() });
-  };
-  const utils = Object.freeze({ log: record("log"), warn: record("warn"), error: record("error") });
-  const console = Object.freeze({ log: utils.log, info: utils.log, debug: utils.log, warn: utils.warn, error: utils.error });
-  const context = JSON.parse(contextJson);
-  context.utils = utils;
-  const fail = (e) => JSON.stringify({ ok: false, logs, error: {
-    message: String(e && e.message !== undefined ? e.message : e),
-    name: e && e.name ? String(e.name) : "Error",
-    stack: e && e.stack ? String(e.stack) : null,
-  } });
-  let out;
-  try {
-    out = globalThis.__tolstoyFn(context, context, console, context.variables, context.stepOutputs, context.meta, utils);
-  } catch (e) {
-    return fail(e);
-  }
-  if (out && typeof out.then === "function") {
-    return fail(new TypeError("The code returned a promise; return a value (async code is not supported here)"));
-  }
-  let text;
-  try {
-    text = JSON.stringify(out === undefined ? null : out);
-  } catch (e) {
-    return fail(new TypeError("The return value is not JSON: " + e.message));
-  }
-  return '{"ok":true,"logs":' + JSON.stringify(logs) + ',"output":' + (text === undefined ? "null" : text) + "}";
-})
-"""
+
+class _Isolate:
+    """One locked-down V8 isolate. Evaluates on the loop it was made for; closing blocks."""
+
+    __slots__ = ("_maker", "racer")
+
+    def __init__(self, maker: AbstractContextManager[MiniRacer], racer: MiniRacer) -> None:
+        self._maker: AbstractContextManager[MiniRacer] | None = maker
+        self.racer = racer
+
+    async def eval(self, script: str, timeout_s: float) -> Any:
+        return await asyncio.wait_for(self.racer.eval_cancelable(script), timeout_s)
+
+    def close(self) -> None:
+        """Dispose of the isolate: waits for V8 to stop (terminating any JavaScript it runs)."""
+        maker, self._maker = self._maker, None
+        if maker is not None:
+            with contextlib.suppress(Exception):
+                maker.__exit__(None, None, None)
+
+
+def _open_isolate(loop: asyncio.AbstractEventLoop, memory_bytes: int) -> _Isolate:
+    """Blocking: a new isolate bound to ``loop`` (which must keep running meanwhile)."""
+    maker = mini_racer(event_loop=loop)
+    racer = maker.__enter__()
+    try:
+        racer.set_hard_memory_limit(memory_bytes)
+    except BaseException:
+        maker.__exit__(None, None, None)
+        raise
+    return _Isolate(maker, racer)
 
 
 def _failure(
-    code: str, message: str, started: float, stack: str | None = None, logs: Any = ()
+    code: str,
+    message: str,
+    started: float,
+    *,
+    stack: str | None = None,
+    logs: tuple[dict[str, Any], ...] = (),
+    session_id: str | None = None,
 ) -> SandboxResult:
     error: dict[str, Any] = {"message": message, "code": code}
     if stack:
         error["stack"] = stack
     return SandboxResult(
-        False, error=error, logs=tuple(logs), execution_ms=int((time.perf_counter() - started) * 1000)
+        success=False,
+        error=error,
+        logs=logs,
+        execution_ms=int((time.perf_counter() - started) * 1000),
+        session_id=session_id,
     )
 
 
-class _Isolate:
-    """One V8 isolate, used from one thread at a time."""
+def unsupported_message(language: str) -> str:
+    return (
+        f"{language.strip().capitalize() or 'This'} code needs a Daytona sandbox: set SANDBOX_BACKEND=daytona "
+        "(the embedded V8 sandbox runs JavaScript only)"
+    )
 
-    def __init__(self, memory_bytes: int) -> None:
-        self.racer = MiniRacer()
-        self.racer.set_hard_memory_limit(memory_bytes)
-        self.racer.eval(_PRELUDE)
-        self.call = self.racer.eval(_CALL)
-        self.broken = False
 
-    def close(self) -> None:
-        with contextlib.suppress(Exception):
-            self.racer.close()
+def _iso(moment: datetime) -> str:
+    return moment.isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+class _Stopped(Exception):
+    """The isolate stopped the run without an answer (a limit, or V8 terminating it)."""
+
+    def __init__(self, result: SandboxResult | None) -> None:
+        super().__init__("stopped")
+        self.result = result  # None: stopped for no reason of the run's; worth a retry elsewhere
 
 
 class V8Session:
-    def __init__(self, sandbox: V8Sandbox) -> None:
+    """The runs of one execution: isolates of its own, reused run after run, disposed of on close."""
+
+    def __init__(self, sandbox: V8Sandbox, session_id: str) -> None:
         self._sandbox = sandbox
-        self._isolate: _Isolate | None = None
+        self.session_id = session_id
+        self._idle: list[_Isolate] = []
+        self._closed = False
 
     async def run(self, run: SandboxRun) -> SandboxResult:
-        return await self._sandbox._in_thread(self._run, run)
-
-    def _run(self, run: SandboxRun) -> SandboxResult:
         started = time.perf_counter()
-        if run.language != "javascript":
+        if (run.language or "").strip().lower() not in LANGUAGES:
             return _failure(
-                "UNSUPPORTED_LANGUAGE", UNSUPPORTED.format(language=run.language.capitalize()), started
+                "UNSUPPORTED_LANGUAGE", unsupported_message(run.language), started, session_id=self.session_id
             )
-        if self._isolate is None or self._isolate.broken:
-            if self._isolate is not None:
-                self._isolate.close()
-            self._isolate = _Isolate(self._sandbox.memory_bytes)
-        isolate = self._isolate
-        body = f"return ({run.code}\n);" if run.expression else run.code
-        timeout = max(1, run.timeout_ms or self._sandbox.default_timeout_ms)
+        if self._closed or self._sandbox.closed:
+            return _failure(
+                "SANDBOX_UNAVAILABLE", "the V8 sandbox session is closed", started, session_id=self.session_id
+            )
+        timeout_ms = run.timeout_ms if run.timeout_ms > 0 else self._sandbox.default_timeout_ms
+        deadline = started + timeout_ms / 1000
         try:
-            isolate.racer.eval(
-                f'globalThis.__tolstoyFn = (function ({_PARAMETERS}) {{ "use strict";\n{body}\n}});'
-            )
-            deadline = timeout - (time.perf_counter() - started) * 1000
-            raw = isolate.call(json.dumps(run.context), timeout_sec=max(1, deadline) / 1000)
-        except JSParseException as exc:
-            return _failure("SYNTAX_ERROR", _first_line(str(exc)), started)
-        except JSTimeoutException:
-            isolate.broken = True
-            # The cancelled run reports back asynchronously; one more (queued) eval waits for that
-            # report, so closing the isolate later cannot race it.
-            with contextlib.suppress(Exception):
-                isolate.racer.eval("0", timeout_sec=1)
-            return _failure("TIMEOUT", f"The code ran longer than {timeout} ms", started)
-        except JSOOMException:
-            isolate.broken = True
+            context_json = json.dumps(run.context, ensure_ascii=False, separators=(",", ":"), default=str)
+        except (TypeError, ValueError) as exc:
             return _failure(
-                "MEMORY_LIMIT", f"The code used more than {self._sandbox.memory_bytes // 2**20} MiB", started
-            )
-        except JSEvalException as exc:
-            isolate.broken = True
-            if isolate.racer.was_hard_memory_limit_reached():  # V8 stops the run with a bare "null"
-                return _failure(
-                    "MEMORY_LIMIT",
-                    f"The code used more than {self._sandbox.memory_bytes // 2**20} MiB",
-                    started,
-                )
-            return _failure("RUNTIME_ERROR", _first_line(str(exc)), started)
-        finally:
-            if not isolate.broken:
-                try:
-                    if isolate.racer.eval("__tolstoyReset()"):
-                        isolate.broken = True  # a global it could not delete: do not reuse
-                except Exception:
-                    isolate.broken = True
-        if isolate.racer.was_hard_memory_limit_reached():
-            isolate.broken = True
-            return _failure(
-                "MEMORY_LIMIT", f"The code used more than {self._sandbox.memory_bytes // 2**20} MiB", started
-            )
-        if len(raw) > self._sandbox.max_output_bytes:
-            return _failure(
-                "OUTPUT_TOO_LARGE",
-                f"The result is larger than {self._sandbox.max_output_bytes} bytes",
+                "RUNTIME_ERROR",
+                f"the context is not JSON-serialisable: {exc}",
                 started,
+                session_id=self.session_id,
             )
-        result = json.loads(raw)
+        # Two JSON string literals (json.dumps escapes everything JavaScript could misread):
+        # the context travels as data and the code is compiled by the Function constructor.
+        script = (
+            f"{_RUNNER}.run({json.dumps(context_json)},{json.dumps(run.code)},"
+            f"{'true' if run.expression else 'false'},{self._sandbox.max_output_bytes})"
+        )
+        for attempt in range(2):
+            try:
+                isolate = await self._acquire()
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:
+                return _failure(
+                    "SANDBOX_UNAVAILABLE",
+                    f"the V8 sandbox could not start an isolate: {exc}",
+                    started,
+                    session_id=self.session_id,
+                )
+            try:
+                outcome = await self._execute(isolate, script, run, timeout_ms, deadline, started)
+            except _Stopped as stopped:
+                self._release(isolate, usable=False, abandon=stopped.result is not None)
+                if stopped.result is not None:
+                    return stopped.result
+                if attempt == 0:
+                    continue  # the code is pure: running it again on a fresh isolate is safe
+                return _failure(
+                    "SANDBOX_UNAVAILABLE",
+                    "the V8 isolate stopped the run unexpectedly",
+                    started,
+                    session_id=self.session_id,
+                )
+            except Exception as exc:  # not expected: the runner's answer could not be read
+                self._release(isolate, usable=False)
+                return _failure(
+                    "SANDBOX_UNAVAILABLE",
+                    f"the V8 sandbox failed: {exc}",
+                    started,
+                    session_id=self.session_id,
+                )
+            except BaseException:
+                self._release(isolate, usable=False, abandon=True)  # cancelled mid-run: state unknown
+                raise
+            if outcome is None:  # a previous run left the isolate in a state it cannot clean up
+                self._release(isolate, usable=False)
+                continue
+            result, usable = outcome
+            self._release(isolate, usable=usable)
+            return result
+        return _failure(
+            "SANDBOX_UNAVAILABLE", "no clean V8 isolate could be had", started, session_id=self.session_id
+        )
+
+    async def _execute(
+        self,
+        isolate: _Isolate,
+        script: str,
+        run: SandboxRun,
+        timeout_ms: int,
+        deadline: float,
+        started: float,
+    ) -> tuple[SandboxResult, bool] | None:
+        base_time = self._sandbox.clock.now()
+        begun = await self._evaluate(isolate, script, deadline, timeout_ms, started, grace=0.0)
+        if begun == "T":
+            return None
+        raw = await self._evaluate(
+            isolate,
+            f"{_RUNNER}.finish({self._sandbox.max_output_bytes})",
+            deadline,
+            timeout_ms,
+            started,
+            grace=_FINISH_GRACE_S,
+        )
+        if not isinstance(raw, str):
+            raise _Stopped(None)
+        head, newline, output_text = raw.partition("\n")
+        header = json.loads(head)
+        usable = not header.get("tainted", True)
+        logs = self._logs(header.get("logs") or (), base_time)
+        if not header.get("ok"):
+            error = header.get("error") or {}
+            code = str(error.get("code") or "RUNTIME_ERROR")
+            message = str(error.get("message") or "error")
+            stack = str(error.get("stack") or "") or None
+            if code == "SYNTAX_ERROR":
+                located = await self._sandbox._locate_syntax_error(run.code, run.expression)
+                if located is not None:
+                    message, stack = located
+            return (
+                _failure(code, message, started, stack=stack, logs=logs, session_id=self.session_id),
+                usable,
+            )
+        output = None
+        if newline:
+            limit = self._sandbox.max_output_bytes
+            if len(output_text) * 4 > limit and len(output_text.encode("utf-8")) > limit:
+                return (
+                    _failure(
+                        "OUTPUT_TOO_LARGE",
+                        f"the result is larger than {limit} bytes",
+                        started,
+                        logs=logs,
+                        session_id=self.session_id,
+                    ),
+                    usable,
+                )
+            output = json.loads(output_text)
         elapsed = int((time.perf_counter() - started) * 1000)
-        if not result["ok"]:
-            e = result["error"]
-            message = e["message"] if e["name"] in ("Error", None) else f"{e['name']}: {e['message']}"
-            return SandboxResult(
-                False,
-                logs=tuple(result["logs"]),
-                error={
-                    "message": message,
-                    "code": "RUNTIME_ERROR",
-                    **({"stack": e["stack"]} if e["stack"] else {}),
-                },
-                execution_ms=elapsed,
-            )
-        return SandboxResult(True, output=result["output"], logs=tuple(result["logs"]), execution_ms=elapsed)
+        return (
+            SandboxResult(
+                success=True, output=output, logs=logs, execution_ms=elapsed, session_id=self.session_id
+            ),
+            usable,
+        )
+
+    async def _evaluate(
+        self, isolate: _Isolate, script: str, deadline: float, timeout_ms: int, started: float, grace: float
+    ) -> Any:
+        memory_mb = self._sandbox.memory_mb
+        over_memory = f"the code used more than the {memory_mb} MiB of memory allowed"
+        try:
+            return await isolate.eval(script, max(deadline - time.perf_counter(), grace, 0.001))
+        except TimeoutError:
+            if isolate.racer.was_hard_memory_limit_reached():
+                raise _Stopped(
+                    _failure("MEMORY_LIMIT", over_memory, started, session_id=self.session_id)
+                ) from None
+            raise _Stopped(
+                _failure(
+                    "TIMEOUT",
+                    f"the code ran longer than {timeout_ms} ms",
+                    started,
+                    session_id=self.session_id,
+                )
+            ) from None
+        except JSOOMException:
+            raise _Stopped(
+                _failure("MEMORY_LIMIT", over_memory, started, session_id=self.session_id)
+            ) from None
+        except JSEvalException:
+            if isolate.racer.was_hard_memory_limit_reached():
+                raise _Stopped(
+                    _failure("MEMORY_LIMIT", over_memory, started, session_id=self.session_id)
+                ) from None
+            raise _Stopped(None) from None  # terminated, or the runner itself failed: retry elsewhere
+
+    @staticmethod
+    def _logs(raw: Any, base_time: datetime) -> tuple[dict[str, Any], ...]:
+        entries = []
+        for item in raw:
+            entry: dict[str, Any] = {"type": item.get("type", "log"), "message": item.get("message", "")}
+            if "data" in item:
+                entry["data"] = item["data"]
+            entry["timestamp"] = _iso(base_time + timedelta(milliseconds=item.get("t", 0)))
+            entries.append(entry)
+        return tuple(entries)
+
+    async def _acquire(self) -> _Isolate:
+        return self._idle.pop() if self._idle else await self._sandbox._new_isolate()
+
+    def _release(self, isolate: _Isolate, *, usable: bool, abandon: bool = False) -> None:
+        if usable and not self._closed:
+            self._idle.append(isolate)
+        else:
+            self._sandbox._retire(isolate, abandon=abandon)
 
     def close(self) -> None:
-        if self._isolate is not None:
-            self._isolate.close()
-            self._isolate = None
-
-
-def _first_line(message: str) -> str:
-    lines = [line for line in message.splitlines() if line.strip()]
-    for line in reversed(lines):
-        if "Error" in line:
-            return line.strip()[:1000]
-    return (lines[0] if lines else message)[:1000]
+        """Dispose of the idle isolates; one still running is disposed of when its run ends."""
+        self._closed = True
+        idle, self._idle = self._idle, []
+        for isolate in idle:
+            self._sandbox._retire(isolate)
 
 
 class V8Sandbox:
+    """The ``Sandbox`` port on embedded V8. JavaScript only; see the module's notes for the limits."""
+
     name = "v8"
 
     def __init__(
@@ -247,58 +687,166 @@ class V8Sandbox:
         memory_mb: int = 64,
         default_timeout_ms: int = 30_000,
         max_output_bytes: int = 1_048_576,
-        threads: int = 4,
+        clock: Clock | None = None,
     ) -> None:
-        self.memory_bytes = memory_mb * 2**20
-        self.default_timeout_ms = default_timeout_ms
+        self.memory_mb = memory_mb
+        self.default_timeout_ms = default_timeout_ms  # for runs that do not give a timeout of their own
         self.max_output_bytes = max_output_bytes
-        self._pool = ThreadPoolExecutor(max_workers=threads, thread_name_prefix="v8")
-        self._background: dict[str, asyncio.Task[SandboxResult]] = {}
+        self.clock: Clock = clock or SystemClock()
+        self.closed = False
+        self._executor: ThreadPoolExecutor | None = None
+        self._running: dict[str, asyncio.Task[SandboxResult]] = {}
         self._finished: OrderedDict[str, SandboxResult] = OrderedDict()
+        self._abandoned = 0
+        self._abandoned_lock = threading.Lock()
 
-    async def _in_thread(self, function: Any, *args: Any) -> Any:
-        return await asyncio.get_running_loop().run_in_executor(self._pool, function, *args)
+    @property
+    def abandoned_isolates(self) -> int:
+        """Isolates given up after a timeout or cancellation and not yet disposed of (V8 still busy)."""
+        return self._abandoned
+
+    # --- isolates -----------------------------------------------------------------------------------
+
+    def _pool(self) -> ThreadPoolExecutor:
+        if self._executor is None:
+            self._executor = ThreadPoolExecutor(max_workers=2, thread_name_prefix="v8-sandbox")
+        return self._executor
+
+    async def _new_isolate(self) -> _Isolate:
+        loop = asyncio.get_running_loop()
+        opening = loop.run_in_executor(self._pool(), _open_isolate, loop, self.memory_mb * 2**20)
+        try:
+            isolate = await asyncio.shield(opening)
+        except asyncio.CancelledError:
+            opening.add_done_callback(
+                lambda done: None if done.cancelled() or done.exception() else self._retire(done.result())
+            )
+            raise
+        try:
+            await isolate.eval(_LOCKDOWN, _SETUP_TIMEOUT_S)
+        except BaseException:
+            self._retire(isolate, abandon=True)
+            raise
+        return isolate
+
+    def _retire(self, isolate: _Isolate, *, abandon: bool = False) -> None:
+        """Dispose of an isolate without waiting: in the executor when it is idle, on a daemon thread
+        of its own when it may still be running (disposal then waits for V8, possibly for good)."""
+        if not abandon and self._executor is not None:
+            try:
+                self._executor.submit(isolate.close)
+                return
+            except RuntimeError:  # the executor is shut down
+                pass
+        if abandon:
+            with self._abandoned_lock:
+                self._abandoned += 1
+        threading.Thread(
+            target=self._dispose, args=(isolate, abandon), name="v8-sandbox-dispose", daemon=True
+        ).start()
+
+    def _dispose(self, isolate: _Isolate, abandoned: bool) -> None:
+        try:
+            isolate.close()
+        finally:
+            if abandoned:
+                with self._abandoned_lock:
+                    self._abandoned -= 1
+
+    async def _locate_syntax_error(self, code: str, expression: bool) -> tuple[str, str | None] | None:
+        """The message and line of a syntax error, from V8's parser (the Function constructor does not
+        say where). The code is parsed, never run, in a throw-away isolate."""
+        body = "return (\n" + code.rstrip().rstrip(";") + "\n);" if expression else code
+        kind = "async function" if re.search(r"\bawait\b", code) else "function"
+        prefix = f"throw 0;\n({kind} (context, input) {{\n"
+        script = prefix + body + "\n});"
+        first_line = prefix.count("\n") + (2 if expression else 1)
+        loop = asyncio.get_running_loop()
+
+        def parse() -> str | None:
+            isolate = _open_isolate(loop, self.memory_mb * 2**20)
+            try:
+                isolate.racer.eval(script, timeout_sec=_SETUP_TIMEOUT_S)
+            except JSParseException as exc:
+                return str(exc)
+            except Exception:
+                return None
+            finally:
+                isolate.close()
+            return None
+
+        try:
+            report = await loop.run_in_executor(self._pool(), parse)
+        except Exception:
+            return None
+        if not report:
+            return None
+        lines = report.splitlines()
+        match = _SYNTAX_LOCATION.match(lines[0]) if lines else None
+        if match is None:
+            return None
+        line = max(1, min(int(match.group(1)) - first_line + 1, code.count("\n") + 1))
+        excerpt = "\n".join(lines[1:3]).rstrip() or None
+        return f"{match.group(2)} (line {line})", excerpt
+
+    # --- the port -----------------------------------------------------------------------------------
 
     @contextlib.asynccontextmanager
     async def session(self) -> AsyncIterator[V8Session]:
-        session = V8Session(self)
+        session = V8Session(self, f"v8_{secrets.token_hex(8)}")
         try:
             yield session
         finally:
-            await self._in_thread(session.close)
+            session.close()
 
     async def start(self, run: SandboxRun) -> str:
         session_id = f"v8_{secrets.token_hex(8)}"
-
-        async def background() -> SandboxResult:
-            async with self.session() as session:
-                result = await session.run(run)
-            self._background.pop(session_id, None)
-            self._finished[session_id] = result
-            while len(self._finished) > RESULTS_KEPT:
-                self._finished.popitem(last=False)
-            return result
-
-        self._background[session_id] = asyncio.create_task(background())
+        task = asyncio.create_task(self._background(run, session_id), name=f"sandbox {session_id}")
+        self._running[session_id] = task
+        task.add_done_callback(lambda done: self._finish_background(session_id, done))
         return session_id
 
+    async def _background(self, run: SandboxRun, session_id: str) -> SandboxResult:
+        async with self.session() as session:
+            session.session_id = session_id
+            return await session.run(run)
+
+    def _finish_background(self, session_id: str, task: asyncio.Task[SandboxResult]) -> None:
+        self._running.pop(session_id, None)
+        if task.cancelled():
+            result = _failure(
+                "SANDBOX_UNAVAILABLE", "the run was cancelled: the worker is stopping", time.perf_counter()
+            )
+        elif task.exception() is not None:
+            result = _failure(
+                "SANDBOX_UNAVAILABLE", f"the run failed: {task.exception()}", time.perf_counter()
+            )
+        else:
+            result = task.result()
+        self._finished[session_id] = replace(result, session_id=session_id)
+        while len(self._finished) > RESULTS_KEPT:
+            self._finished.popitem(last=False)
+
     async def poll(self, session_id: str) -> SandboxResult | None:
-        if session_id in self._background:
+        if session_id in self._running:
             return None
         result = self._finished.pop(session_id, None)
         if result is None:
             return SandboxResult(
-                False,
-                error={
-                    "message": "Unknown session; it may have run on a worker that stopped",
-                    "code": "SANDBOX_UNAVAILABLE",
-                },
+                success=False,
+                error={"message": UNKNOWN_SESSION, "code": "SANDBOX_UNAVAILABLE"},
+                session_id=session_id,
             )
-        return SandboxResult(
-            result.success, result.output, result.logs, result.error, result.execution_ms, session_id
-        )
+        return result
 
     async def aclose(self) -> None:
-        for task in self._background.values():
+        """Cancel the background runs and shut the executor down (idle isolates are disposed of first)."""
+        self.closed = True
+        tasks = list(self._running.values())
+        for task in tasks:
             task.cancel()
-        self._pool.shutdown(wait=False, cancel_futures=True)
+        if tasks:
+            await asyncio.gather(*tasks, return_exceptions=True)
+        executor, self._executor = self._executor, None
+        if executor is not None:
+            await asyncio.to_thread(executor.shutdown, wait=True)
