@@ -131,8 +131,11 @@ class ExecutionRepository(TenantRepository[Execution], Protocol):
         ...
 
     async def running(self, org_id: str, flow_id: str | None = None) -> int: ...
-    async def due(self, now: datetime, limit: int) -> list[tuple[str, str, datetime | None]]:
-        """(org_id, id, wake_at) of unfinished executions no live worker holds, oldest first."""
+    async def due(
+        self, now: datetime, limit: int, owner: str | None = None
+    ) -> list[tuple[str, str, datetime | None]]:
+        """(org_id, id, wake_at) of unfinished executions no live worker holds, oldest first; with
+        ``owner``, also those that worker holds (a restarted worker taking its own back)."""
         ...
 
     async def status_counts(self, org_id: str, flow_id: str) -> dict[str, int]: ...

@@ -24,8 +24,10 @@ QUEUE = "tolstoy:engine"
 
 
 def job_id(execution_id: str, at: datetime | None) -> str:
-    when = "now" if at is None else str(int(at.timestamp() * 1000))
-    return f"advance:{execution_id}:{when}"
+    """One job per execution and due time. "Now" is the current millisecond: a job id whose worker
+    was killed stays marked in progress in Redis, and must not block the next "now"."""
+    moment = at or datetime.now(UTC)
+    return f"advance:{execution_id}:{int(moment.timestamp() * 1000)}"
 
 
 class ArqScheduler:

@@ -52,7 +52,9 @@ class InProcessScheduler:
     # --- life cycle -------------------------------------------------------------------------------
 
     async def start(self) -> None:
-        await self.sweep()
+        # This process's worker id outlives restarts (embedded default): what it held before
+        # it stopped is taken back now, not when the old leases expire.
+        await self.sweep(owner=self._advance.worker_id)
         self._sweeper = asyncio.create_task(self._sweep_forever())
 
     async def stop(self) -> None:
@@ -70,9 +72,9 @@ class InProcessScheduler:
         while self._running:
             await asyncio.gather(*self._running.values(), return_exceptions=True)
 
-    async def sweep(self) -> None:
+    async def sweep(self, owner: str | None = None) -> None:
         async with self._uow(read_only=True) as uow:
-            due = await uow.executions.due(self._clock.now(), 1000)
+            due = await uow.executions.due(self._clock.now(), 1000, owner)
         for org_id, execution_id, wake_at in due:
             self._at(org_id, execution_id, wake_at)
 

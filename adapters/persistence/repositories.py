@@ -241,14 +241,14 @@ class SqlExecutionRepository(SqlTenantRepository[E]):
             query = query.where(t.c.flow_id == flow_id)
         return await self._db.scalar(query)
 
-    async def due(self, now: Any, limit: int) -> list[tuple[str, str, Any]]:
+    async def due(self, now: Any, limit: int, owner: str | None = None) -> list[tuple[str, str, Any]]:
         t = self._table
+        free = [t.c.lease_owner.is_(None), t.c.lease_until < now]
+        if owner is not None:
+            free.append(t.c.lease_owner == owner)
         query = (
             select(t.c.org_id, t.c.id, t.c.wake_at)
-            .where(
-                _unfinished(t),
-                or_(t.c.lease_owner.is_(None), t.c.lease_until < now),
-            )
+            .where(_unfinished(t), or_(*free))
             .order_by(t.c.created_at, t.c.id)
             .limit(limit)
         )

@@ -304,11 +304,14 @@ class MemoryExecutionRepository(MemoryTenantRepository):
             if r.org_id == org_id and r.status == "running" and flow_id in (None, r.flow_id)
         )
 
-    async def due(self, now: Any, limit: int) -> list[tuple[str, str, Any]]:
+    async def due(self, now: Any, limit: int, owner: str | None = None) -> list[tuple[str, str, Any]]:
         rows = [
             r
             for r in self._rows().values()
-            if r.status in _UNFINISHED and (r.lease_owner is None or r.lease_until < now)
+            if r.status in _UNFINISHED
+            and (
+                r.lease_owner is None or r.lease_until < now or (owner is not None and r.lease_owner == owner)
+            )
         ]
         rows.sort(key=lambda r: (r.created_at, r.id))
         return [(r.org_id, r.id, r.wake_at) for r in rows[:limit]]
