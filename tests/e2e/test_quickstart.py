@@ -104,8 +104,14 @@ def test_quickstart_on_the_embedded_default(tmp_path: Path, jq: None) -> None:
         )
         assert result.returncode == 0, result.stdout + result.stderr
         assert '"name":"Create Jira Ticket"' in result.stdout and '"status":"ok"' in result.stdout
-        assert '"outputs":{"shape":{"title":"DISK FULL ON DB-1"},"wait":{"delayed":500},"page":{"result":true}}' in result.stdout
-        assert '"outputs":{"shape":{"title":"CPU HOT"},"wait":{"delayed":500},"page":{"result":false}}' in result.stdout
+        assert (
+            '"outputs":{"shape":{"title":"DISK FULL ON DB-1"},"wait":{"delayed":500},"page":{"result":true}}'
+            in result.stdout
+        )
+        assert (
+            '"outputs":{"shape":{"title":"CPU HOT"},"wait":{"delayed":500},"page":{"result":false}}'
+            in result.stdout
+        )
         # default body limit is 1 MiB
         big = httpx.post(f"{url}/organizations", content=b"x" * (1024 * 1024 + 1))
         assert big.status_code == 413
