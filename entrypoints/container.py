@@ -13,7 +13,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from adapters.clock import SystemClock
 from adapters.http.guarded_client import GuardedHttpClient
 from adapters.observability.prometheus import PrometheusMetrics
-from adapters.persistence.engine import create_engine, create_read_pool
+from adapters.persistence.engine import create_engine, create_read_pool, create_write_pool
 from adapters.persistence.unit_of_work import SqlDatabaseProbe, SqlUnitOfWorkFactory
 from adapters.redis_probe import RedisProbe
 from adapters.regex import compile_pattern
@@ -127,7 +127,10 @@ class Container(containers.DeclarativeContainer):
     read_pool = providers.Singleton(
         create_read_pool, settings.provided.database, settings.provided.db_pool_size
     )
-    uow_factory = providers.Singleton(SqlUnitOfWorkFactory, engine, read_engine, read_pool)
+    write_pool = providers.Singleton(
+        create_write_pool, settings.provided.database, settings.provided.db_pool_size
+    )
+    uow_factory = providers.Singleton(SqlUnitOfWorkFactory, engine, read_engine, read_pool, write_pool)
     database_probe = providers.Singleton(SqlDatabaseProbe, engine)
     cache_probe = providers.Singleton(_redis_probe, settings)
     admin_token = providers.Singleton(resolve_admin_token, settings)
@@ -200,9 +203,9 @@ async def close_container(container: Container) -> None:
     probe = container.cache_probe()
     if probe is not None:
         await probe.close()
-    pool = container.read_pool()
-    if pool is not None:
-        await pool.close()
+    for pool in (container.read_pool(), container.write_pool()):
+        if pool is not None:
+            await pool.close()
     await container.read_engine().dispose()
     await container.engine().dispose()
     await container.http_client().aclose()

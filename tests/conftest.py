@@ -44,7 +44,7 @@ def database_url(request: pytest.FixtureRequest) -> str:
 @pytest.fixture(scope="session", params=["memory", *BACKENDS])
 async def uow_factory(request: pytest.FixtureRequest) -> AsyncIterator[object]:
     """Units of work on each database, and on the in-memory fake: one contract for all three."""
-    from adapters.persistence.engine import create_engine, create_read_pool
+    from adapters.persistence.engine import create_engine, create_read_pool, create_write_pool
     from adapters.persistence.unit_of_work import SqlUnitOfWorkFactory
     from tests.fakes.memory import MemoryStore, MemoryUnitOfWorkFactory
 
@@ -54,10 +54,11 @@ async def uow_factory(request: pytest.FixtureRequest) -> AsyncIterator[object]:
     url = request.getfixturevalue(f"{request.param}_url")
     upgrade(url)
     engine, read_engine = create_engine(url), create_engine(url, read_only=True)
-    read_pool = create_read_pool(url, 5)
-    yield SqlUnitOfWorkFactory(engine, read_engine, read_pool)  # as the container builds it
-    if read_pool is not None:
-        await read_pool.close()
+    read_pool, write_pool = create_read_pool(url, 5), create_write_pool(url, 5)
+    yield SqlUnitOfWorkFactory(engine, read_engine, read_pool, write_pool)  # as the container builds it
+    for pool in (read_pool, write_pool):
+        if pool is not None:
+            await pool.close()
     await read_engine.dispose()
     await engine.dispose()
 

@@ -143,9 +143,10 @@ async def _no_session_state(_conn: asyncpg.Connection) -> None:
 class ReadPool:
     """An asyncpg pool for read-only units of work, opened on first use."""
 
-    def __init__(self, raw_url: str, size: int) -> None:
+    def __init__(self, raw_url: str, size: int, name: str = "tolstoy-read") -> None:
         self._dsn = asyncpg_dsn(raw_url)
         self._size = size
+        self._name = name
         self._statement_cache = 0 if _behind_pgbouncer(raw_url) else 256
         self._pool: asyncpg.Pool | None = None
         self._lock = asyncio.Lock()
@@ -158,7 +159,7 @@ class ReadPool:
                     min_size=1,
                     max_size=self._size,
                     statement_cache_size=self._statement_cache,
-                    server_settings={"application_name": "tolstoy-read"},
+                    server_settings={"application_name": self._name},
                     reset=_no_session_state,
                 )
         return self._pool
@@ -180,3 +181,10 @@ class ReadPool:
 def create_read_pool(raw_url: str, size: int) -> ReadPool | None:
     """A raw asyncpg read pool on PostgreSQL; None on SQLite (reads use the read engine there)."""
     return ReadPool(raw_url, size) if normalize_url(raw_url).get_backend_name() == "postgresql" else None
+
+
+def create_write_pool(raw_url: str, size: int) -> ReadPool | None:
+    """A raw asyncpg pool for transactions on PostgreSQL; None on SQLite."""
+    if normalize_url(raw_url).get_backend_name() != "postgresql":
+        return None
+    return ReadPool(raw_url, size, name="tolstoy-write")
