@@ -30,7 +30,9 @@ class Executor(Protocol):
         self, statement: Executable, params: Mapping[str, Any] | None = None
     ) -> Mapping[str, Any] | None: ...
     async def scalar(self, statement: Executable) -> Any: ...
-    async def run(self, statement: Executable) -> int: ...  # rows affected
+    async def run(
+        self, statement: Executable, params: Mapping[str, Any] | None = None
+    ) -> int: ...  # rows affected
 
 
 class AlchemyExecutor:
@@ -51,8 +53,8 @@ class AlchemyExecutor:
     async def scalar(self, statement: Executable) -> Any:
         return (await self._conn.execute(statement)).scalar_one()
 
-    async def run(self, statement: Executable) -> int:
-        return (await self._conn.execute(statement)).rowcount
+    async def run(self, statement: Executable, params: Mapping[str, Any] | None = None) -> int:
+        return (await self._conn.execute(statement, params)).rowcount
 
 
 def json_text(value: Any) -> str:
@@ -177,8 +179,8 @@ class AsyncpgExecutor:
         c, args = _prepare(statement, None)
         return await self._conn.fetchval(c.sql, *args)
 
-    async def run(self, statement: Executable) -> int:
-        c, args = _prepare(statement, None)
+    async def run(self, statement: Executable, params: Mapping[str, Any] | None = None) -> int:
+        c, args = _prepare(statement, params)
         try:
             status = await self._conn.execute(c.sql, *args)
         except asyncpg.IntegrityConstraintViolationError as exc:

@@ -48,14 +48,47 @@ class _Rows(Generic[E]):
     def _from_row(self, row: Mapping[str, Any]) -> E:
         return self._entity(**row)
 
-    async def _write(self, statement: Executable) -> int:
+    async def _write(self, statement: Executable, params: Mapping[str, Any] | None = None) -> int:
         try:
-            return await self._db.run(statement)
+            return await self._db.run(statement, params)
         except IntegrityError as exc:
             raise translate(exc, self._resource) from None
 
+    async def _insert(self, entity: E) -> None:
+        """INSERT of every column, from a statement built once per table (bound by name)."""
+        values = self._values(entity)
+        await self._write(_insert_all(self._table), {f"p_{k}": v for k, v in values.items()})
+
+    async def _update(self, entity: E, keys: tuple[str, ...], skip: frozenset[str] = frozenset()) -> int:
+        """UPDATE of every column but ``keys`` (the WHERE) and ``skip``, built once per shape."""
+        values = self._values(entity)
+        statement = _update_all(self._table, keys, skip | {"created_at"})
+        return await self._write(statement, {f"p_{k}": v for k, v in values.items() if k not in skip})
+
     async def count(self) -> int:
         return await self._db.scalar(select(func.count()).select_from(self._table))
+
+
+_WRITES: dict[Any, Any] = {}
+
+
+def _insert_all(table: Table) -> Any:
+    key = ("insert", table.name)
+    statement = _WRITES.get(key)
+    if statement is None:
+        values = {c: bindparam(f"p_{c}") for c in _columns(table)}
+        statement = _WRITES[key] = prebuilt(insert(table).values(values))
+    return statement
+
+
+def _update_all(table: Table, keys: tuple[str, ...], skip: frozenset[str]) -> Any:
+    key = ("update", table.name, keys, skip)
+    statement = _WRITES.get(key)
+    if statement is None:
+        where = [table.c[k] == bindparam(f"p_{k}") for k in keys]
+        values = {c: bindparam(f"p_{c}") for c in _columns(table) if c not in keys and c not in skip}
+        statement = _WRITES[key] = prebuilt(update(table).where(*where).values(values))
+    return statement
 
 
 _GET_BY_ID: dict[str, Any] = {}
@@ -82,7 +115,7 @@ class SqlTenantRepository(_Rows[E]):
         self._get = _get_by_id(table)
 
     async def add(self, entity: E) -> None:
-        await self._write(insert(self._table).values(self._values(entity)))
+        await self._insert(entity)
 
     async def get(self, org_id: str, entity_id: str) -> E | None:
         if not _storable(org_id, entity_id):
@@ -103,11 +136,7 @@ class SqlTenantRepository(_Rows[E]):
         return [self._from_row(row) for row in await self._db.all(query)]
 
     async def update(self, entity: E) -> None:
-        t = self._table
-        values = self._values(entity)
-        org_id, entity_id = values.pop("org_id"), values.pop("id")
-        values.pop("created_at", None)
-        await self._write(update(t).where(t.c.org_id == org_id, t.c.id == entity_id).values(values))
+        await self._update(entity, ("org_id", "id"))
 
     async def delete(self, org_id: str, entity_id: str) -> bool:
         if not _storable(org_id, entity_id):
@@ -186,11 +215,7 @@ class SqlExecutionRepository(SqlTenantRepository[E]):
         super().__init__(db, tables.executions, Execution, "Execution", frozenset({"flow_id", "status"}))
 
     async def update(self, entity: E) -> None:
-        t = self._table
-        values = {k: v for k, v in self._values(entity).items() if k not in _EXECUTION_CONTROL}
-        org_id, entity_id = values.pop("org_id"), values.pop("id")
-        values.pop("created_at", None)
-        await self._write(update(t).where(t.c.org_id == org_id, t.c.id == entity_id).values(values))
+        await self._update(entity, ("org_id", "id"), _EXECUTION_CONTROL)
 
     async def claim(self, execution_id: str, owner: str, until: Any, now: Any) -> E | None:
         t = self._table
@@ -281,15 +306,10 @@ class SqlStepStateRepository(_Rows[E]):
         super().__init__(db, tables.execution_steps, StepState, "StepState")
 
     async def add(self, state: E) -> None:
-        await self._write(insert(self._table).values(self._values(state)))
+        await self._insert(state)
 
     async def update(self, state: E) -> None:
-        t = self._table
-        values = self._values(state)
-        state_id = values.pop("id")
-        for fixed in ("org_id", "execution_id", "step_id", "created_at"):
-            values.pop(fixed)
-        await self._write(update(t).where(t.c.id == state_id).values(values))
+        await self._update(state, ("id",), frozenset({"org_id", "execution_id", "step_id"}))
 
     async def for_execution(self, org_id: str, execution_id: str) -> list[E]:
         t = self._table
