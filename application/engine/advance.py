@@ -322,18 +322,21 @@ class _Run:
                     await self._begin(uow, s, now, rerun=s in decision.rerun)
                     for s in (*decision.start, *decision.rerun)
                 ]
-                sleeping = not self.tasks and not any(started) and decision.next_at is not None
-                if sleeping and decision.next_at - now > SOON:
-                    await uow.executions.update(self.execution.but(now, wake_at=decision.next_at))
+                wake = decision.next_at
+                if wake is not None and self.execution.deadline_at is not None:
+                    wake = min(wake, self.execution.deadline_at)  # the flow's timeout ends the wait
+                sleeping = not self.tasks and not any(started) and wake is not None
+                if sleeping and wake - now > SOON:
+                    await uow.executions.update(self.execution.but(now, wake_at=wake))
                     await uow.executions.release(self.execution.id, self.e.worker_id)
                     await uow.commit()
-                    return Advanced(wake_at=decision.next_at)
+                    return Advanced(wake_at=wake)
                 await uow.commit()
             for step in (s for s in started if s is not None):
                 self.tasks[step.id] = asyncio.create_task(self._execute(step, sandbox))
             if not self.tasks:
-                if decision.next_at is not None:
-                    await asyncio.sleep(max(0.0, (decision.next_at - self.e._clock.now()).total_seconds()))
+                if wake is not None:
+                    await asyncio.sleep(max(0.0, (wake - self.e._clock.now()).total_seconds()))
                 continue
             finished = await self._wait(decision.next_at)
 

@@ -31,6 +31,16 @@ class ExecutionView:
     execution: Execution
     steps: tuple[StepState, ...] = ()
     version: FlowVersion | None = None
+    user_email: str | None = None
+
+
+async def _emails(uow: Any, org_id: str, executions: list[Execution]) -> dict[str, str]:
+    found: dict[str, str] = {}
+    for user_id in {e.user_id for e in executions if e.user_id}:
+        user = await uow.users.get(org_id, user_id)
+        if user is not None:
+            found[user_id] = user.email
+    return found
 
 
 def _period(raw: str | None, field: str, end: bool, p: Problems) -> datetime | None:
@@ -137,7 +147,9 @@ class Executions:
 
     # --- read -------------------------------------------------------------------------------------
 
-    async def list(self, ctx: TenantContext, flow_id: str, status: str | None, page: Page) -> list[Execution]:
+    async def list(
+        self, ctx: TenantContext, flow_id: str, status: str | None, page: Page
+    ) -> list[ExecutionView]:
         if status is not None and status not in EXECUTION_STATUSES:
             expected = " | ".join(f"'{s}'" for s in EXECUTION_STATUSES)
             raise ValidationFailed(
@@ -153,7 +165,9 @@ class Executions:
             if await uow.flows.get(ctx.org_id, flow_id) is None:
                 raise NotFound("Flow", flow_id)
             filters = {"flow_id": flow_id} | ({"status": status} if status else {})
-            return await uow.executions.list(ctx.org_id, page, filters)
+            found = await uow.executions.list(ctx.org_id, page, filters)
+            emails = await _emails(uow, ctx.org_id, found)
+        return [ExecutionView(e, user_email=emails.get(e.user_id or "")) for e in found]
 
     async def get(self, ctx: TenantContext, flow_id: str, exec_id: str) -> ExecutionView:
         async with self._uow(read_only=True) as uow:
@@ -162,10 +176,11 @@ class Executions:
             found = await uow.flow_versions.list(
                 ctx.org_id, Page(limit=1), {"flow_id": flow_id, "version": execution.flow_version}
             )
+            emails = await _emails(uow, ctx.org_id, [execution])
         version = found[0] if found else None
         order = {s.get("id"): i for i, s in enumerate(version.steps)} if version else {}
         steps.sort(key=lambda s: (order.get(s.step_id, len(order)), s.step_id))
-        return ExecutionView(execution, tuple(steps), version)
+        return ExecutionView(execution, tuple(steps), version, emails.get(execution.user_id or ""))
 
     async def _load(self, uow: Any, ctx: TenantContext, flow_id: str, exec_id: str) -> Execution:
         execution = await uow.executions.get(ctx.org_id, exec_id)

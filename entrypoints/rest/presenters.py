@@ -130,6 +130,7 @@ def execution(view: ExecutionView | Execution, *, detailed: bool = False) -> dic
         "flowVersion": execution.flow_version,
         "status": execution.status,
         "userId": execution.user_id,
+        "userEmail": view.user_email if isinstance(view, ExecutionView) else None,
         "inputs": execution.variables,
         "outputs": execution.outputs,
         "error": execution.error,

@@ -435,3 +435,33 @@ async def test_direct_execution_runs_inside_the_call(engine: Engine) -> None:
     assert view.execution.status == "completed" and view.execution.outputs == {"greet": "hello ada"}
     stats = await engine.executions.stats(ctx, None, None)
     assert stats["totalExecutions"] == 1 and stats["completedSteps"] == 1 and stats["successRate"] == 100.0
+
+
+async def test_the_flow_timeout_fails_a_running_execution(engine: Engine) -> None:
+    ctx = await engine.tenant()
+
+    async def slow(c: dict) -> int:
+        await asyncio.sleep(5)
+        return 1
+
+    engine.sandbox.define("slow", slow)
+    sleepy = await engine.flows.create(
+        ctx,
+        name="Too slow to wait",
+        steps=[{"id": "nap", "type": "delay", "config": {"ms": 10_000}}],
+        settings={"execution": {"timeout": 300}},
+    )
+    busy = await engine.flows.create(
+        ctx,
+        name="Too slow to run",
+        steps=[transform("work", "slow")],
+        settings={"execution": {"timeout": 300}},
+    )
+    for f in (sleepy, busy):
+        e = (
+            await engine.finished(ctx, f.id, (await engine.executions.start(ctx, f.id, {})).execution.id, 4)
+        ).execution
+        assert e.status == "failed" and e.error["code"] == "FLOW_TIMEOUT"
+        assert 300 <= e.duration_ms < 3000
+        [log] = await engine.executions.logs(ctx, f.id, e.id)
+        assert log.status == "failed" and log.error["code"] == "FLOW_TIMEOUT"

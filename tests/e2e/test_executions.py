@@ -289,3 +289,14 @@ def test_step_metrics_are_exposed(server: Any, org: Api) -> None:
         f'step_execution_seconds_bucket{{flowId="{f["id"]}",le="0.1",orgId="{org.org_id}",stepKey="measured"}}'
         in text
     )
+
+
+def test_executions_are_attributed_to_the_user_who_started_them(org: Api) -> None:
+    user = created(org.post("/users", json={"email": "runner@example.com", "name": "Runner"}))
+    f = flow(org, [{"id": "a", "type": "data_transform", "config": {"script": "return meta.userId"}}])
+    execution_id = execute(org.as_user(user["id"]), f["id"])
+    done = wait(org, f["id"], execution_id)
+    assert done["userId"] == user["id"] and done["userEmail"] == "runner@example.com"
+    assert done["outputs"] == {"a": user["id"]}
+    [listed] = org.get(f"/flows/{f['id']}/executions").json()
+    assert (listed["userId"], listed["userEmail"]) == (user["id"], "runner@example.com")
