@@ -227,7 +227,8 @@ class SandboxResult:
 
 
 class SandboxSession(Protocol):
-    """Runs for one execution on one worker; never shared between executions (or tenants)."""
+    """Runs for one execution on one worker; never shared between executions. Nothing a run
+    leaves behind is visible to the next run."""
 
     async def run(self, run: SandboxRun) -> SandboxResult: ...
 
@@ -235,7 +236,11 @@ class SandboxSession(Protocol):
 class Sandbox(Protocol):
     name: str  # "v8" | "daytona"
 
-    def session(self) -> AbstractAsyncContextManager[SandboxSession]: ...
+    def session(self, scope: str | None = None) -> AbstractAsyncContextManager[SandboxSession]:
+        """``scope`` is the tenant: a sandbox may hand a cleaned runtime from one session to a
+        later session of the same scope, never to another scope."""
+        ...
+
     async def start(self, run: SandboxRun) -> str:
         """Start a run in the background (async code steps); returns its session id."""
         ...

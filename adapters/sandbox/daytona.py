@@ -1171,7 +1171,7 @@ class DaytonaSandbox:
     # -- the port --
 
     @asynccontextmanager
-    async def session(self) -> AsyncIterator[DaytonaSession]:
+    async def session(self, scope: str | None = None) -> AsyncIterator[DaytonaSession]:
         session = DaytonaSession(self)
         try:
             yield session

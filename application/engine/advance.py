@@ -268,7 +268,7 @@ class _Run:
     async def go(self) -> Advanced:
         keeper = asyncio.create_task(self._keep_lease())
         try:
-            async with self.e._sandbox.session() as sandbox:
+            async with self.e._sandbox.session(self.execution.org_id) as sandbox:
                 return await self._loop(sandbox)
         finally:
             keeper.cancel()

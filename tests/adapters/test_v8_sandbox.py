@@ -245,6 +245,24 @@ async def test_two_sessions_cannot_see_each_other(sandbox: V8Sandbox) -> None:
     assert r.output == ["undefined", "{}"]
 
 
+async def test_a_tenant_reuses_clean_isolates_and_no_other_tenant_gets_them(sandbox: V8Sandbox) -> None:
+    acme = {**CONTEXT, "variables": {"token": "acme-only"}}
+    async with sandbox.session("org-acme") as s:
+        assert (await s.run(js("globalThis.stash = variables.token; return 1", acme))).success
+    kept = list(sandbox._warm["org-acme"])
+    assert len(kept) == 1  # the cleaned isolate waits for acme's next session
+    async with sandbox.session("org-other") as s:
+        assert (await s.run(js("return typeof stash"))).output == "undefined"
+        assert sandbox._warm["org-acme"] == kept  # not lent to another tenant
+    async with sandbox.session("org-acme") as s:
+        assert (await s.run(js("return typeof stash"))).output == "undefined"  # cleaned between runs
+        assert "org-acme" not in sandbox._warm  # taken for this session
+    assert sandbox._warm["org-acme"] == kept  # and handed back
+    async with sandbox.session() as s:  # no scope: a fresh isolate, disposed of at the end
+        assert (await s.run(js("return 1"))).success
+    assert sandbox._warm["org-acme"] == kept
+
+
 async def test_overlapping_runs_of_a_session_each_get_their_own_result(sandbox: V8Sandbox) -> None:
     async with sandbox.session() as s:
         slow, fast = await asyncio.gather(

@@ -40,7 +40,7 @@ class FakeSandbox:
         return name
 
     @contextlib.asynccontextmanager
-    async def session(self) -> AsyncIterator[FakeSession]:
+    async def session(self, scope: str | None = None) -> AsyncIterator[FakeSession]:
         self.sessions += 1
         yield FakeSession(self)
 
