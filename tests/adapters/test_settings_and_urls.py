@@ -87,3 +87,34 @@ def test_bad_settings_fail_with_the_variable_named(monkeypatch: pytest.MonkeyPat
     monkeypatch.setenv("LOG_LEVEL", "chatty")
     with pytest.raises(ValidationError, match="LOG_LEVEL"):
         Settings(_env_file=None)
+
+
+def test_the_engine_and_the_sandbox_are_chosen_from_settings(tmp_path: Path) -> None:
+    from adapters.engine.arq_scheduler import ArqScheduler
+    from adapters.engine.inprocess import InProcessScheduler
+    from adapters.sandbox.daytona import DaytonaSandbox
+    from adapters.sandbox.v8 import V8Sandbox
+    from entrypoints.container import build_container
+
+    def settings(**env: str) -> Settings:
+        return Settings(_env_file=None, TOLSTOY_DATA_DIR=str(tmp_path), **env)
+
+    embedded = build_container(settings())
+    assert isinstance(embedded.scheduler(), InProcessScheduler)
+    assert isinstance(embedded.sandbox(), V8Sandbox)
+    assert embedded.advance().worker_id.startswith("embedded@")
+    production = build_container(settings(DATABASE_URL="postgresql://u@h/db", REDIS_URL="redis://h:6379/0"))
+    assert isinstance(production.scheduler(), ArqScheduler)
+    assert ":" in production.advance().worker_id  # host:pid, one per worker process
+    forced = build_container(settings(REDIS_URL="redis://h:6379/0", TOLSTOY_ENGINE="inprocess"))
+    assert isinstance(forced.scheduler(), InProcessScheduler)
+    with pytest.raises(ValueError, match="REDIS_URL"):
+        settings(TOLSTOY_ENGINE="arq").engine_kind  # noqa: B018
+    daytona = build_container(
+        settings(
+            SANDBOX_BACKEND="daytona", DAYTONA_API_KEY="dtn_key", DAYTONA_BASE_URL="http://127.0.0.1:9/api"
+        )
+    )
+    assert isinstance(daytona.sandbox(), DaytonaSandbox)
+    with pytest.raises(RuntimeError, match="DAYTONA_API_KEY"):
+        build_container(settings(SANDBOX_BACKEND="daytona")).sandbox()
