@@ -453,6 +453,32 @@ def test_a_delay_holds_no_worker_slot(arq_stack: ArqStack, upstream: Upstream) -
     assert len(upstream.to(y_path)) == 2  # the warm-up and Y
 
 
+@pytest.mark.postgres
+@pytest.mark.redis
+def test_worker_metrics_are_served_on_the_metrics_port(arq_stack: ArqStack, upstream: Upstream) -> None:
+    """Steps run in worker processes; their step metrics are scraped from --metrics-port."""
+    api = new_org(arq_stack.url, "Metrics")
+    path = f"/metrics-{secrets.token_hex(4)}"
+    flow_id = create_flow(api, "Measured", [http_step("measured", upstream.url + path)])
+    port = free_port()
+    proc = spawn(
+        "worker-metrics",
+        ["worker", "--concurrency", "2", "--metrics-port", str(port)],
+        arq_stack.env,
+        arq_stack.cwd,
+    )
+    try:
+        execution_id = execute(api, flow_id)
+        assert finished(api, flow_id, execution_id, 30, [proc])["status"] == "completed"
+        text = httpx.get(f"http://127.0.0.1:{port}/metrics", timeout=5).text
+    finally:
+        proc.kill()
+    expected = (
+        f'step_execution_seconds_count{{flowId="{flow_id}",orgId="{api.org_id}",stepKey="measured"}} 1.0'
+    )
+    assert expected in text, text[:2000]
+
+
 # --- embedded: SQLite and the in-process engine inside `tolstoy serve` -------------------------------
 
 
