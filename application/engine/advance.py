@@ -16,6 +16,7 @@ import asyncio
 import contextlib
 import random
 import time
+from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
@@ -45,6 +46,7 @@ from domain.execution_log import ExecutionLog
 from domain.flow_definition import FlowDefinition, StepDefinition
 from domain.ids import new_id
 
+DEFINITIONS_KEPT = 256  # parsed flow versions kept per worker
 SOON = timedelta(milliseconds=20)  # a wake-up this close is waited for here, not scheduled
 
 
@@ -105,6 +107,7 @@ class AdvanceExecution:
         self._jitter = jitter
         self._cancel_events: dict[str, asyncio.Event] = {}
         self._active: set[str] = set()
+        self._definitions: OrderedDict[tuple[str, str, int], FlowDefinition] = OrderedDict()
         self._last_event = datetime.min.replace(tzinfo=UTC)
 
     def abort(self, execution_id: str) -> bool:
@@ -133,15 +136,7 @@ class AdvanceExecution:
             if execution is None or execution.org_id != org_id:
                 await uow.commit()
                 return Advanced()
-            found = await uow.flow_versions.list(
-                org_id, Page(limit=1), {"flow_id": execution.flow_id, "version": execution.flow_version}
-            )
-            try:
-                definition = found[0].definition if found else None
-            except ValidationFailed as exc:
-                definition, problem = None, exc.errors[0].message
-            else:
-                problem = "The flow version this execution pinned no longer exists"
+            definition, problem = await self._definition(uow, execution)
             if definition is None:
                 error = {"message": problem, "code": "INVALID_DEFINITION"}
                 await self._conclude(uow, execution, FAILED, now, error=error, outputs={})
@@ -170,6 +165,27 @@ class AdvanceExecution:
             raise
         finally:
             self._cancel_events.pop(execution_id, None)
+
+    async def _definition(self, uow: UnitOfWork, execution: Execution) -> tuple[FlowDefinition | None, str]:
+        """The pinned version's definition. Versions never change, so parsed ones are kept."""
+        key = (execution.org_id, execution.flow_id, execution.flow_version)
+        known = self._definitions.get(key)
+        if known is not None:
+            self._definitions.move_to_end(key)
+            return known, ""
+        found = await uow.flow_versions.list(
+            execution.org_id, Page(limit=1), {"flow_id": execution.flow_id, "version": execution.flow_version}
+        )
+        if not found:
+            return None, "The flow version this execution pinned no longer exists"
+        try:
+            definition = found[0].definition
+        except ValidationFailed as exc:
+            return None, exc.errors[0].message
+        self._definitions[key] = definition
+        if len(self._definitions) > DEFINITIONS_KEPT:
+            self._definitions.popitem(last=False)
+        return definition, ""
 
     async def _release(self, execution_id: str) -> None:
         with contextlib.suppress(Exception):
