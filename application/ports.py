@@ -130,12 +130,25 @@ class ExecutionRepository(TenantRepository[Execution], Protocol):
         """Serialise admissions of one organization until the transaction ends."""
         ...
 
-    async def running(self, org_id: str, flow_id: str | None = None) -> int: ...
+    async def slots_in_use(self, org_id: str, flow_id: str) -> tuple[int, int]:
+        """Running executions of (the flow, the organization)."""
+        ...
+
+    async def save_and_release(self, execution: Execution) -> None:
+        """Write the execution (lease columns included) and let its lease go, in one statement."""
+        ...
+
     async def due(
-        self, now: datetime, limit: int, owner: str | None = None
+        self, now: datetime, limit: int, owner: str | None = None, stale_before: datetime | None = None
     ) -> list[tuple[str, str, datetime | None]]:
-        """(org_id, id, wake_at) of unfinished executions no live worker holds, oldest first; with
-        ``owner``, also those that worker holds (a restarted worker taking its own back)."""
+        """(org_id, id, wake_at), oldest first, of what needs a push: running executions no live
+        worker holds (with ``owner``, also those that worker holds: a restarted worker taking its
+        own back), and queued ones whose admission retry is due or that were never picked up
+        (created before ``stale_before``, when given)."""
+        ...
+
+    async def waiting_for_slot(self, org_id: str, limit: int) -> list[str]:
+        """Queued executions of the organization that were refused a slot, oldest first."""
         ...
 
     async def status_counts(self, org_id: str, flow_id: str) -> dict[str, int]: ...

@@ -59,7 +59,16 @@ class Execution:
     def concluded(self, now: datetime, status: str, **changes: Any) -> Execution:
         started = self.started_at or now
         duration = int((now - started).total_seconds() * 1000)
-        return self.but(now, status=status, finished_at=now, duration_ms=duration, wake_at=None, **changes)
+        return self.but(
+            now,
+            status=status,
+            finished_at=now,
+            duration_ms=duration,
+            wake_at=None,
+            lease_owner=None,
+            lease_until=None,
+            **changes,
+        )
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

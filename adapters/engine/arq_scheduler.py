@@ -51,13 +51,15 @@ class ArqScheduler:
             await self._pool.aclose()
             self._pool = None
 
-    async def schedule(self, org_id: str, execution_id: str, at: datetime | None = None) -> None:
+    async def schedule(
+        self, org_id: str, execution_id: str, at: datetime | None = None, *, key: str | None = None
+    ) -> None:
+        """``key`` names a job that must not be queued twice (``admit``: called in for a slot)."""
         redis = await self._redis()
         if at is not None and at <= datetime.now(UTC):
             at = None
-        await redis.enqueue_job(
-            "advance", org_id, execution_id, _job_id=job_id(execution_id, at), _defer_until=at
-        )
+        name = f"advance:{execution_id}:{key}" if key else job_id(execution_id, at)
+        await redis.enqueue_job("advance", org_id, execution_id, _job_id=name, _defer_until=at)
 
     async def abort(self, execution_id: str) -> None:
         redis = await self._redis()

@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
+from datetime import timedelta
 from typing import Any
 
 from arq import Worker
@@ -22,6 +23,7 @@ from application.ports import Clock, UnitOfWorkFactory
 
 SWEEP_EVERY_SECONDS = 5
 ADMIT_BATCH = 3
+STALE_SECONDS = 30  # a queued execution whose job nobody ran for this long is enqueued again
 
 
 @dataclass
@@ -37,11 +39,11 @@ async def advance(ctx: dict[str, Any], org_id: str, execution_id: str) -> None:
     result = await rt.advance(org_id, execution_id)
     if result.wake_at is not None:
         await rt.scheduler.schedule(org_id, execution_id, result.wake_at)
-    if result.finished:
+    if result.finished:  # a slot freed up: call in executions of the org waiting for one
         async with rt.uow_factory(read_only=True) as uow:
-            due = await uow.executions.due(rt.clock.now(), 200)
-        for org, waiting, _ in [d for d in due if d[0] == org_id and d[2] is None][:ADMIT_BATCH]:
-            await rt.scheduler.schedule(org, waiting)
+            waiting = await uow.executions.waiting_for_slot(org_id, ADMIT_BATCH)
+        for execution_id in waiting:
+            await rt.scheduler.schedule(org_id, execution_id, key="admit")
 
 
 async def sweep(ctx: dict[str, Any]) -> None:
@@ -49,8 +51,8 @@ async def sweep(ctx: dict[str, Any]) -> None:
     executions. Job ids are per execution and sweep period, so workers sweeping together agree."""
     rt: Runtime = ctx["runtime"]
     now = rt.clock.now()
-    async with rt.uow_factory(read_only=True) as uow:
-        due = await uow.executions.due(now, 1000)
+    async with rt.uow_factory(read_only=True) as uow:  # queued ones are given time to be picked up
+        due = await uow.executions.due(now, 1000, stale_before=now - timedelta(seconds=STALE_SECONDS))
     bucket = int(now.timestamp()) // SWEEP_EVERY_SECONDS
     redis = ctx["redis"]
     for org_id, execution_id, wake_at in due:

@@ -10,7 +10,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from datetime import datetime
+from datetime import datetime, timedelta
 
 from application.engine.advance import Advanced, AdvanceExecution
 from application.ports import Clock, UnitOfWorkFactory
@@ -18,6 +18,7 @@ from application.ports import Clock, UnitOfWorkFactory
 log = logging.getLogger("tolstoy.engine")
 
 ADMIT_BATCH = 3  # queued executions tried when one finishes (the sweep catches the rest)
+STALE_SECONDS = 30.0  # a queued execution nobody picked up for this long is pushed again
 
 
 class InProcessScheduler:
@@ -72,17 +73,19 @@ class InProcessScheduler:
         while self._running:
             await asyncio.gather(*self._running.values(), return_exceptions=True)
 
-    async def sweep(self, owner: str | None = None) -> None:
+    async def sweep(self, owner: str | None = None, stale_seconds: float | None = None) -> None:
+        now = self._clock.now()
+        stale_before = None if stale_seconds is None else now - timedelta(seconds=stale_seconds)
         async with self._uow(read_only=True) as uow:
-            due = await uow.executions.due(self._clock.now(), 1000, owner)
+            due = await uow.executions.due(now, 1000, owner, stale_before)
         for org_id, execution_id, wake_at in due:
             self._at(org_id, execution_id, wake_at)
 
     async def _sweep_forever(self) -> None:
         while True:
             await asyncio.sleep(self._sweep_seconds)
-            try:
-                await self.sweep()
+            try:  # what this process scheduled itself is not stale yet
+                await self.sweep(stale_seconds=STALE_SECONDS)
             except Exception:  # the database may be away for a moment; the next sweep retries
                 log.exception("engine sweep failed")
 
@@ -131,9 +134,9 @@ class InProcessScheduler:
             await self._admit(org_id)
 
     async def _admit(self, org_id: str) -> None:
+        """A slot freed up: call in the executions of the organization that are waiting for one."""
         with contextlib.suppress(Exception):
             async with self._uow(read_only=True) as uow:
-                due = await uow.executions.due(self._clock.now(), 200)
-            waiting = [(o, e, w) for o, e, w in due if o == org_id and w is None][:ADMIT_BATCH]
-            for org, execution_id, _ in waiting:
-                self._spawn(org, execution_id)
+                waiting = await uow.executions.waiting_for_slot(org_id, ADMIT_BATCH)
+            for execution_id in waiting:
+                self._spawn(org_id, execution_id)

@@ -89,7 +89,10 @@ class _Compiled:
                 self.bind[name] = processors[name]
         self.names: list[str] = []
         self.results: list[Callable[[Any], Any] | None] = []
-        for column in getattr(statement, "selected_columns", ()):
+        returned = getattr(statement, "selected_columns", None)
+        if returned is None and getattr(statement, "_returning", ()):  # INSERT/UPDATE ... RETURNING
+            returned = statement.exported_columns
+        for column in returned or ():
             self.names.append(column.key)
             if _is_json(column.type):
                 self.results.append(orjson.loads)

@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any, Generic, TypeVar
 
-from sqlalchemy import Table, bindparam, delete, distinct, func, insert, or_, select, update
+from sqlalchemy import Table, and_, bindparam, delete, distinct, func, insert, or_, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.sql import Executable
 
@@ -220,15 +220,18 @@ class SqlExecutionRepository(SqlTenantRepository[E]):
     async def claim(self, execution_id: str, owner: str, until: Any, now: Any) -> E | None:
         t = self._table
         free = or_(t.c.lease_owner.is_(None), t.c.lease_until < now, t.c.lease_owner == owner)
-        taken = await self._db.run(
+        statement = (
             update(t)
             .where(t.c.id == execution_id, _unfinished(t), free)
             .values(lease_owner=owner, lease_until=until)
+            .returning(*t.c)
         )
-        if not taken:
-            return None
-        row = await self._db.first(select(t).where(t.c.id == execution_id))
+        row = await self._db.first(statement)
         return None if row is None else self._from_row(row)
+
+    async def save_and_release(self, entity: E) -> None:
+        """Write the execution and let its lease go, in one statement (ends an advance)."""
+        await self._update(entity, ("org_id", "id"), frozenset({"cancel_requested"}))
 
     async def renew(self, execution_id: str, owner: str, until: Any) -> bool:
         t = self._table
@@ -259,25 +262,45 @@ class SqlExecutionRepository(SqlTenantRepository[E]):
         o = tables.organizations
         await self._db.run(update(o).where(o.c.id == org_id).values(updated_at=o.c.updated_at))
 
-    async def running(self, org_id: str, flow_id: str | None = None) -> int:
+    async def slots_in_use(self, org_id: str, flow_id: str) -> tuple[int, int]:
         t = self._table
-        query = select(func.count()).where(t.c.org_id == org_id, t.c.status == "running")
-        if flow_id is not None:
-            query = query.where(t.c.flow_id == flow_id)
-        return await self._db.scalar(query)
+        query = select(
+            func.count().filter(t.c.flow_id == flow_id).label("flow"), func.count().label("org")
+        ).where(t.c.org_id == org_id, t.c.status == "running")
+        row = await self._db.first(query)
+        return (int(row["flow"]), int(row["org"])) if row else (0, 0)
 
-    async def due(self, now: Any, limit: int, owner: str | None = None) -> list[tuple[str, str, Any]]:
+    async def due(
+        self, now: Any, limit: int, owner: str | None = None, stale_before: Any = None
+    ) -> list[tuple[str, str, Any]]:
         t = self._table
         free = [t.c.lease_owner.is_(None), t.c.lease_until < now]
         if owner is not None:
             free.append(t.c.lease_owner == owner)
+        running = and_(t.c.status == "running", or_(*free))
+        # Queued: refused a slot and due for another try, or never picked up (its job was lost).
+        retry = and_(t.c.wake_at.is_not(None), t.c.wake_at <= now)
+        lost = t.c.wake_at.is_(None)
+        if stale_before is not None:
+            lost = and_(lost, t.c.created_at < stale_before)
+        queued = and_(t.c.status == "queued", or_(*free), or_(retry, lost))
         query = (
             select(t.c.org_id, t.c.id, t.c.wake_at)
-            .where(_unfinished(t), or_(*free))
+            .where(or_(running, queued))
             .order_by(t.c.created_at, t.c.id)
             .limit(limit)
         )
         return [(r["org_id"], r["id"], r["wake_at"]) for r in await self._db.all(query)]
+
+    async def waiting_for_slot(self, org_id: str, limit: int) -> list[str]:
+        t = self._table
+        query = (
+            select(t.c.id)
+            .where(t.c.org_id == org_id, t.c.status == "queued", t.c.wake_at.is_not(None))
+            .order_by(t.c.created_at, t.c.id)
+            .limit(limit)
+        )
+        return [r["id"] for r in await self._db.all(query)]
 
     async def status_counts(self, org_id: str, flow_id: str) -> dict[str, int]:
         t = self._table

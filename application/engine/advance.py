@@ -47,7 +47,10 @@ from domain.flow_definition import FlowDefinition, StepDefinition
 from domain.ids import new_id
 
 DEFINITIONS_KEPT = 256  # parsed flow versions kept per worker
-SOON = timedelta(milliseconds=20)  # a wake-up this close is waited for here, not scheduled
+SOON = timedelta(milliseconds=20)
+ADMISSION_RETRY = timedelta(
+    seconds=30
+)  # a queued execution refused a slot is tried again by then  # a wake-up this close is waited for here, not scheduled
 
 
 @dataclass(frozen=True, slots=True)
@@ -147,12 +150,15 @@ class AdvanceExecution:
                 await self._conclude(uow, execution, CANCELLED, now, outputs={}, error=error)
                 await uow.commit()
                 return Advanced(finished=True)
+            fresh = execution.status == QUEUED and not execution.resume
             if execution.status == QUEUED:
                 execution = await self._admit(uow, execution, definition, now)
                 if execution is None:
                     await uow.commit()
                     return Advanced()
-            states = {s.step_id: s for s in await uow.execution_steps.for_execution(org_id, execution_id)}
+            states = {}
+            if not fresh:  # a new execution has no step states yet; a resumed one has reused ones
+                states = {s.step_id: s for s in await uow.execution_steps.for_execution(org_id, execution_id)}
             await uow.commit()
         run = _Run(self, execution, definition, states)
         if execution.cancel_requested:  # concluded by the run, which finishes its steps' logs
@@ -200,16 +206,19 @@ class AdvanceExecution:
         await uow.executions.lock_org(execution.org_id)
         now = self._clock.now()  # after the lock: the slot is ours from this moment
         flow_limit = definition.settings.concurrency or self._flow_concurrency
-        if (
-            await uow.executions.running(execution.org_id, execution.flow_id) >= flow_limit
-            or await uow.executions.running(execution.org_id) >= self._org_concurrency
-        ):
-            await uow.executions.release(execution.id, self.worker_id)
+        in_flow, in_org = await uow.executions.slots_in_use(execution.org_id, execution.flow_id)
+        if in_flow >= flow_limit or in_org >= self._org_concurrency:
+            # Waits for a slot: a finishing execution of the organization calls it in (and, in
+            # case that call is lost, the sweep tries again at wake_at).
+            await uow.executions.save_and_release(
+                execution.but(now, wake_at=now + ADMISSION_RETRY, lease_owner=None, lease_until=None)
+            )
             return None
         timeout = definition.settings.timeout_ms
         started = execution.but(
             now,
             status=RUNNING,
+            wake_at=None,
             started_at=now,
             deadline_at=now + timedelta(milliseconds=timeout) if timeout else None,
         )
@@ -247,8 +256,7 @@ class AdvanceExecution:
         counts: dict[str, int] | None = None,
     ) -> Execution:
         done = execution.concluded(now, status, outputs=outputs, error=error)
-        await uow.executions.update(done)
-        await uow.executions.release(execution.id, self.worker_id)
+        await uow.executions.save_and_release(done)
         kind = {COMPLETED: "flow.completed", FAILED: "flow.failed", CANCELLED: "flow.cancelled"}[status]
         payload: dict[str, Any] = {"status": status, "duration": done.duration_ms, **(counts or {})}
         if error is not None:

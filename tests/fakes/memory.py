@@ -262,6 +262,13 @@ def _keep_control(tables: Tables, table: str, row: Any) -> None:
     _update(tables, table, row)
 
 
+def _keep_cancel(tables: Tables, table: str, row: Any) -> None:
+    old = tables[table].get(row.id)
+    if old is not None:
+        row = dataclasses.replace(row, cancel_requested=old.cancel_requested)
+    _update(tables, table, row)
+
+
 class MemoryExecutionRepository(MemoryTenantRepository):
     async def update(self, entity: Any) -> None:
         self._uow._write(_keep_control, self._table, deepcopy(entity))
@@ -297,24 +304,42 @@ class MemoryExecutionRepository(MemoryTenantRepository):
     async def lock_org(self, org_id: str) -> None:
         return None  # one event loop: admissions cannot interleave inside a unit of work
 
-    async def running(self, org_id: str, flow_id: str | None = None) -> int:
-        return sum(
-            1
-            for r in self._rows().values()
-            if r.org_id == org_id and r.status == "running" and flow_id in (None, r.flow_id)
-        )
+    async def slots_in_use(self, org_id: str, flow_id: str) -> tuple[int, int]:
+        running = [r for r in self._rows().values() if r.org_id == org_id and r.status == "running"]
+        return sum(r.flow_id == flow_id for r in running), len(running)
 
-    async def due(self, now: Any, limit: int, owner: str | None = None) -> list[tuple[str, str, Any]]:
+    async def due(
+        self, now: Any, limit: int, owner: str | None = None, stale_before: Any = None
+    ) -> list[tuple[str, str, Any]]:
+        def free(r: Any) -> bool:
+            return (
+                r.lease_owner is None or r.lease_until < now or (owner is not None and r.lease_owner == owner)
+            )
+
+        def wanted(r: Any) -> bool:
+            if r.status == "running":
+                return True
+            if r.status != "queued":
+                return False
+            if r.wake_at is not None:
+                return r.wake_at <= now
+            return stale_before is None or r.created_at < stale_before
+
+        rows = [r for r in self._rows().values() if free(r) and wanted(r)]
+        rows.sort(key=lambda r: (r.created_at, r.id))
+        return [(r.org_id, r.id, r.wake_at) for r in rows[:limit]]
+
+    async def waiting_for_slot(self, org_id: str, limit: int) -> list[str]:
         rows = [
             r
             for r in self._rows().values()
-            if r.status in _UNFINISHED
-            and (
-                r.lease_owner is None or r.lease_until < now or (owner is not None and r.lease_owner == owner)
-            )
+            if r.org_id == org_id and r.status == "queued" and r.wake_at is not None
         ]
         rows.sort(key=lambda r: (r.created_at, r.id))
-        return [(r.org_id, r.id, r.wake_at) for r in rows[:limit]]
+        return [r.id for r in rows[:limit]]
+
+    async def save_and_release(self, entity: Any) -> None:
+        self._uow._write(_keep_cancel, self._table, deepcopy(entity))
 
     async def status_counts(self, org_id: str, flow_id: str) -> dict[str, int]:
         counts: dict[str, int] = {}
