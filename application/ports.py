@@ -229,7 +229,8 @@ class SandboxRun:
 class SandboxResult:
     """What a run gave. A failed run is a result, not an exception: ``error`` is
     ``{message, code, stack?}`` with code one of SYNTAX_ERROR, RUNTIME_ERROR, TIMEOUT, MEMORY_LIMIT,
-    OUTPUT_TOO_LARGE, UNSUPPORTED_LANGUAGE, SANDBOX_UNAVAILABLE."""
+    OUTPUT_TOO_LARGE, UNSUPPORTED_LANGUAGE, SANDBOX_UNAVAILABLE, SANDBOX_CRASHED (the runtime itself
+    stopped while running it)."""
 
     success: bool
     output: Any = None

@@ -40,6 +40,8 @@ class Settings(BaseSettings):
     egress_allow: str = Field("", validation_alias="TOLSTOY_EGRESS_ALLOW")
     http_timeout_seconds: float = Field(30.0, validation_alias="TOLSTOY_HTTP_TIMEOUT_SECONDS", gt=0)
     sandbox_backend: Literal["v8", "daytona"] = Field("v8", validation_alias="SANDBOX_BACKEND")
+    sandbox_isolation: Literal["process", "thread"] = Field("process", validation_alias="SANDBOX_ISOLATION")
+    sandbox_processes: int = Field(1, validation_alias="SANDBOX_PROCESSES", ge=1, le=64)
     sandbox_memory_mb: int = Field(64, validation_alias="SANDBOX_MEMORY_MB", ge=8, le=4096)
     sandbox_timeout_ms: int = Field(30_000, validation_alias="SANDBOX_TIMEOUT_MS", ge=10)
     daytona_api_key: SecretStr | None = Field(None, validation_alias="DAYTONA_API_KEY")

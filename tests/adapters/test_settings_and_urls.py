@@ -94,6 +94,7 @@ def test_the_engine_and_the_sandbox_are_chosen_from_settings(tmp_path: Path) -> 
     from adapters.engine.inprocess import InProcessScheduler
     from adapters.sandbox.daytona import DaytonaSandbox
     from adapters.sandbox.v8 import V8Sandbox
+    from adapters.sandbox.v8_process import ProcessV8Sandbox
     from entrypoints.container import build_container
 
     def settings(**env: str) -> Settings:
@@ -101,7 +102,8 @@ def test_the_engine_and_the_sandbox_are_chosen_from_settings(tmp_path: Path) -> 
 
     embedded = build_container(settings())
     assert isinstance(embedded.scheduler(), InProcessScheduler)
-    assert isinstance(embedded.sandbox(), V8Sandbox)
+    assert isinstance(embedded.sandbox(), ProcessV8Sandbox)  # V8 aborts cannot take the server down
+    assert isinstance(build_container(settings(SANDBOX_ISOLATION="thread")).sandbox(), V8Sandbox)
     assert embedded.advance().worker_id.startswith("embedded@")
     production = build_container(settings(DATABASE_URL="postgresql://u@h/db", REDIS_URL="redis://h:6379/0"))
     assert isinstance(production.scheduler(), ArqScheduler)

@@ -300,3 +300,22 @@ def test_executions_are_attributed_to_the_user_who_started_them(org: Api) -> Non
     assert done["outputs"] == {"a": user["id"]}
     [listed] = org.get(f"/flows/{f['id']}/executions").json()
     assert (listed["userId"], listed["userEmail"]) == (user["id"], "runner@example.com")
+
+
+def test_code_that_aborts_v8_fails_its_step_and_the_server_lives_on(org: Api) -> None:
+    f = flow(
+        org,
+        [
+            {
+                "id": "bomb",
+                "type": "data_transform",
+                "config": {"script": 'return "x".repeat(2 ** 28).split("").length'},
+            }
+        ],
+    )
+    done = wait(org, f["id"], execute(org, f["id"]), seconds=30)
+    assert done["status"] == "completed"  # not critical: recorded, and the flow went on
+    [log] = org.get(f"/flows/{f['id']}/executions/{done['executionId']}/logs").json()
+    assert log["status"] == "failed" and log["error"]["code"] == "SANDBOX_CRASHED"
+    after = flow(org, [{"id": "fine", "type": "data_transform", "config": {"script": "return 42"}}])
+    assert wait(org, after["id"], execute(org, after["id"]))["outputs"] == {"fine": 42}

@@ -597,6 +597,7 @@ class Burst:
     queue_max: int = 0
     jobs_seen: int = 0
     sweep_jobs_seen: int = 0
+    paused: bool = False  # the workers were stopped while submitting: the run measures the drain
 
 
 async def _submit_all(
@@ -637,12 +638,25 @@ def burst(
     parties: dict[str, Proc],
     db_url: str,
     redis_url: str,
+    paused: list[Proc] | None = None,
 ) -> Burst:
     """``executions`` executions of a ``steps``-step chain submitted at once; steps/s from the first
-    submit to the last execution's finishedAt."""
+    submit to the last execution's finishedAt. With ``paused`` (the workers), they are stopped
+    (SIGSTOP) while the executions are submitted and continued after, so the figure is the
+    engine's own: the queue of ``executions`` drained, free of the API's and client's pace; the
+    CPU figures then cover the drain only."""
     headers = new_tenant(base_url, "Bench burst")
     flow_id = create_flow(base_url, headers, chain_flow(f"Chain of {steps}", steps, 1000))
-    out = Burst(executions, steps)
+    out = Burst(executions, steps, paused=bool(paused))
+    if paused:
+        for proc in paused:
+            os.kill(proc.pid, signal.SIGSTOP)
+        try:
+            first, ids, errors = asyncio.run(_submit_all(base_url, headers, flow_id, executions, width))
+        finally:
+            for proc in paused:
+                os.kill(proc.pid, signal.SIGCONT)
+        submitted = (first, ids, errors, time.time() - first)
     import redis as sync_redis
 
     from adapters.engine.arq_scheduler import QUEUE
@@ -656,8 +670,12 @@ def burst(
     pg = PostgresCpu()
     wall_start = time.monotonic()
     try:
-        first, ids, errors = asyncio.run(_submit_all(base_url, headers, flow_id, executions, width))
-        out.submit_s = time.time() - first
+        if paused:
+            first, ids, errors, out.submit_s = submitted
+            first = time.time()  # the drain starts now
+        else:
+            first, ids, errors = asyncio.run(_submit_all(base_url, headers, flow_id, executions, width))
+            out.submit_s = time.time() - first
         out.errors = len(errors)
         for sample in errors[:5]:
             print(f"!!! submit error: {sample}", flush=True)
@@ -747,6 +765,7 @@ class Results:
     embedded: Sequential | None = None
     production: Sequential | None = None
     burst: Burst | None = None
+    drain: Burst | None = None
     memory: list[tuple[str, float, float]] = field(default_factory=list)
 
 
@@ -911,6 +930,10 @@ def run(args: argparse.Namespace, work: Path, procs: Processes) -> Results:
             res.burst = burst(
                 url, args.executions, args.burst_steps, args.submit_concurrency, parties, db_url, redis_url
             )
+            res.drain = burst(
+                url, args.executions, args.burst_steps, args.submit_concurrency, parties, db_url, redis_url,
+                paused=workers,
+            )  # fmt: skip
         finally:
             spy.stop()
         for w in workers:
@@ -1026,16 +1049,23 @@ def report(args: argparse.Namespace, res: Results) -> int:
             f"{c.get('step_commits')} distinct transactions (one per step)"
         )
 
-    b = res.burst
-    if b is not None:
+    for b in (res.burst, res.drain):
+        if b is None:
+            continue
         print()
-        print(
-            f"(2) {b.executions} executions of a {b.steps}-step chain submitted at once "
-            f"({args.submit_concurrency} in flight), 2 worker processes x --concurrency {args.concurrency}"
+        how = (
+            "queued while the workers were paused, then drained"
+            if b.paused
+            else f"submitted at once ({args.submit_concurrency} in flight) while the workers run"
         )
         print(
+            f"(2{'b' if b.paused else 'a'}) {b.executions} executions of a {b.steps}-step chain {how}, "
+            f"2 worker processes x --concurrency {args.concurrency}"
+        )
+        since = "the workers were continued" if b.paused else "the first submit"
+        print(
             f"    submitted in {b.submit_s:.2f} s ({b.executions / b.submit_s:.0f} req/s); the last finished "
-            f"{b.total_s:.2f} s after the first submit; {b.statuses}; submit errors {b.errors}"
+            f"{b.total_s:.2f} s after {since}; {b.statuses}; submit errors {b.errors}"
         )
         if b.run_ms:
             print(
