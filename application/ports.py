@@ -195,7 +195,11 @@ class UnitOfWork(Protocol):
 
 
 class UnitOfWorkFactory(Protocol):
-    def __call__(self, *, read_only: bool = False) -> UnitOfWork: ...
+    def __call__(self, *, read_only: bool = False, batched: bool = False) -> UnitOfWork:
+        """``batched``: the writes may be held back and sent at commit as one atomic statement,
+        so reads inside see only what was committed before (for writers that never read their
+        own writes, like the engine's checkpoints). Adapters may ignore it."""
+        ...
 
 
 class DatabaseProbe(Protocol):

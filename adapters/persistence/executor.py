@@ -144,7 +144,7 @@ def prebuilt(statement: Executable) -> Executable:
     return statement
 
 
-def _prepare(statement: Executable, params: Mapping[str, Any] | None) -> tuple[_Compiled, list[Any]]:
+def prepare(statement: Executable, params: Mapping[str, Any] | None) -> tuple[_Compiled, list[Any]]:
     known = _PREBUILT.get(id(statement))
     if known is not None and known[0] is statement and params is not None:
         compiled = known[1]
@@ -168,22 +168,22 @@ class AsyncpgExecutor:
     async def all(
         self, statement: Executable, params: Mapping[str, Any] | None = None
     ) -> list[Mapping[str, Any]]:
-        c, args = _prepare(statement, params)
+        c, args = prepare(statement, params)
         return [c.mapping(r) for r in await self._conn.fetch(c.sql, *args)]
 
     async def first(
         self, statement: Executable, params: Mapping[str, Any] | None = None
     ) -> Mapping[str, Any] | None:
-        c, args = _prepare(statement, params)
+        c, args = prepare(statement, params)
         record = await self._conn.fetchrow(c.sql, *args)
         return None if record is None else c.mapping(record)
 
     async def scalar(self, statement: Executable) -> Any:
-        c, args = _prepare(statement, None)
+        c, args = prepare(statement, None)
         return await self._conn.fetchval(c.sql, *args)
 
     async def run(self, statement: Executable, params: Mapping[str, Any] | None = None) -> int:
-        c, args = _prepare(statement, params)
+        c, args = prepare(statement, params)
         try:
             status = await self._conn.execute(c.sql, *args)
         except asyncpg.IntegrityConstraintViolationError as exc:

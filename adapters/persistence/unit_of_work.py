@@ -2,17 +2,20 @@
 
 from __future__ import annotations
 
+import re
 import time
 from types import TracebackType
 from typing import Any, Self
 
 import asyncpg
 from sqlalchemy import text
+from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from adapters.persistence import tables as t
 from adapters.persistence.engine import ReadPool
-from adapters.persistence.executor import AlchemyExecutor, AsyncpgExecutor, Executor
+from adapters.persistence.executor import AlchemyExecutor, AsyncpgExecutor, Executor, prepare
+from adapters.persistence.integrity import translate
 from adapters.persistence.repositories import (
     SqlApiKeyRepository,
     SqlExecutionLogRepository,
@@ -186,6 +189,85 @@ class AsyncpgUnitOfWork(SqlUnitOfWork):
             await transaction.rollback()
 
 
+_PLACEHOLDER = re.compile(r"\$(\d+)")
+
+
+class _Batch:
+    """Write statements held back until commit; reads go straight to the connection."""
+
+    def __init__(self, conn: asyncpg.Connection) -> None:
+        self._reads = AsyncpgExecutor(conn)
+        self.writes: list[tuple[str, list[Any]]] = []
+
+    async def all(self, statement: Any, params: Any = None) -> Any:
+        return await self._reads.all(statement, params)
+
+    async def first(self, statement: Any, params: Any = None) -> Any:
+        return await self._reads.first(statement, params)
+
+    async def scalar(self, statement: Any) -> Any:
+        return await self._reads.scalar(statement)
+
+    async def run(self, statement: Any, params: Any = None) -> int:
+        compiled, args = prepare(statement, params)
+        self.writes.append((compiled.sql, args))
+        return 1  # held back: batched writers do not look at row counts
+
+    def statement(self) -> tuple[str, list[Any]]:
+        """All the writes as one statement (data-modifying CTEs): atomic on its own, one round trip."""
+        if len(self.writes) == 1:
+            return self.writes[0]
+        parts, args = [], []
+        for i, (sql, values) in enumerate(self.writes):
+            offset = len(args)
+            parts.append(f"w{i} AS ({_PLACEHOLDER.sub(lambda m, o=offset: f'${int(m[1]) + o}', sql)})")
+            args.extend(values)
+        return "WITH " + ", ".join(parts) + " SELECT 1", args
+
+
+class AsyncpgBatchUnitOfWork(SqlUnitOfWork):
+    """A batched unit of work on PostgreSQL: the writes go at commit as one statement, no BEGIN or
+    COMMIT round trips. A statement may not change the same row twice (PostgreSQL would apply only
+    one of the changes), which the engine's checkpoints never do."""
+
+    def __init__(self, pool: ReadPool) -> None:
+        super().__init__(None, read_only=False)  # type: ignore[arg-type]
+        self._pool = pool
+        self._raw: asyncpg.Connection | None = None
+        self._batch: _Batch | None = None
+
+    async def __aenter__(self) -> Self:
+        self._raw = await self._pool.acquire()
+        self._batch = _Batch(self._raw)
+        self._db = self._batch
+        return self
+
+    async def __aexit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        try:
+            await self._pool.release(self._raw)
+        finally:
+            self._raw = None
+            self._batch = None
+            self._forget_repositories()
+
+    async def commit(self) -> None:
+        assert self._raw is not None and self._batch is not None
+        if not self._batch.writes:
+            return
+        sql, args = self._batch.statement()
+        self._batch.writes = []
+        try:
+            await self._raw.execute(sql, *args)
+        except asyncpg.IntegrityConstraintViolationError as exc:
+            raise translate(IntegrityError(sql, None, exc), "object") from None
+
+    async def rollback(self) -> None:
+        assert self._batch is not None
+        self._batch.writes = []
+
+
 class SqlUnitOfWorkFactory:
     """Writers use ``write_pool`` (asyncpg transactions, PostgreSQL) when there is one, else
     ``engine``. Readers use ``read_pool`` (asyncpg, PostgreSQL) when there is one, else
@@ -203,10 +285,12 @@ class SqlUnitOfWorkFactory:
         self.read_pool = read_pool
         self.write_pool = write_pool
 
-    def __call__(self, *, read_only: bool = False) -> SqlUnitOfWork:
+    def __call__(self, *, read_only: bool = False, batched: bool = False) -> SqlUnitOfWork:
         if not read_only:
             if self.write_pool is not None:
-                return AsyncpgUnitOfWork(self.write_pool)
+                return (
+                    AsyncpgBatchUnitOfWork(self.write_pool) if batched else AsyncpgUnitOfWork(self.write_pool)
+                )
             return SqlUnitOfWork(self.engine, read_only=False)
         if self.read_pool is not None:
             return AsyncpgReadUnitOfWork(self.read_pool)

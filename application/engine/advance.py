@@ -329,7 +329,7 @@ class _Run:
             stop = self._stop_reason(now)
             if stop is not None:
                 return await self._stop(stop, finished, now)
-            async with self.e._uow() as uow:
+            async with self.e._uow(batched=True) as uow:  # a checkpoint: one statement
                 for result in finished:
                     await self._record(uow, result, now)
                 finished = []
@@ -351,8 +351,9 @@ class _Run:
                     wake = min(wake, self.execution.deadline_at)  # the flow's timeout ends the wait
                 sleeping = not self.tasks and not any(started) and wake is not None
                 if sleeping and wake - now > SOON:
-                    await uow.executions.update(self.execution.but(now, wake_at=wake))
-                    await uow.executions.release(self.execution.id, self.e.worker_id)
+                    await uow.executions.save_and_release(
+                        self.execution.but(now, wake_at=wake, lease_owner=None, lease_until=None)
+                    )
                     await uow.commit()
                     return Advanced(wake_at=wake)
                 await uow.commit()
@@ -406,7 +407,7 @@ class _Run:
         message = (
             "The execution was cancelled" if reason == CANCELLED else "The flow's execution timeout passed"
         )
-        async with self.e._uow() as uow:
+        async with self.e._uow(batched=True) as uow:
             for result in finished:
                 await self._record(uow, result, now)
             for step_id in list(self.tasks):

@@ -324,3 +324,38 @@ async def test_counts(uow_factory) -> None:
     await _new_org(uow_factory)
     async with uow_factory(read_only=True) as uow:
         assert await uow.organizations.count() == before + 1
+
+
+async def test_a_batched_unit_of_work_is_all_or_nothing(uow_factory) -> None:
+    """Batched writes (one statement on PostgreSQL) keep the contract: all committed together,
+    nothing on a refused write or without commit, and every change of an entity kept."""
+    from domain.events import OutboxEvent
+
+    org = await _new_org(uow_factory)
+    now = SystemClock().now()
+    tool = _tool(org.id, key="batched")
+
+    def event(kind: str) -> OutboxEvent:
+        return OutboxEvent(id=new_id("evt"), org_id=org.id, type=kind, payload={"n": kind}, created_at=now)
+
+    async with uow_factory(batched=True) as uow:
+        await uow.tools.add(tool)
+        await uow.outbox.add(event("a"))
+        await uow.outbox.add(event("b"))
+    async with uow_factory(read_only=True) as uow:  # no commit: nothing
+        assert await uow.outbox.list(org.id, Page()) == []
+    async with uow_factory(batched=True) as uow:
+        await uow.tools.add(tool)
+        await uow.outbox.add(event("a"))
+        await uow.outbox.add(event("b"))
+        await uow.commit()
+    async with uow_factory(batched=True) as uow:
+        renamed = dataclasses.replace(tool, name="Renamed", updated_at=now + timedelta(seconds=1))
+        await uow.tools.update(renamed)
+        await uow.outbox.add(event("c"))
+        with pytest.raises(InvalidReference):  # refused (at once, or at commit when batched)
+            await uow.actions.add(_action(org.id, "tool_does_not_exist"))
+            await uow.commit()
+    async with uow_factory(read_only=True) as uow:
+        assert (await uow.tools.get(org.id, tool.id)).name == tool.name
+        assert sorted(e.type for e in await uow.outbox.list(org.id, Page())) == ["a", "b"]

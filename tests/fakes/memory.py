@@ -457,5 +457,5 @@ class MemoryUnitOfWorkFactory:
     def __init__(self, store: MemoryStore | None = None) -> None:
         self.store = store if store is not None else MemoryStore()
 
-    def __call__(self, *, read_only: bool = False) -> MemoryUnitOfWork:
+    def __call__(self, *, read_only: bool = False, batched: bool = False) -> MemoryUnitOfWork:
         return MemoryUnitOfWork(self.store, read_only)
