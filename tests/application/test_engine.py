@@ -141,10 +141,9 @@ def _redis_up() -> None:
 @pytest.fixture(params=["inprocess", "arq"])
 async def engine(request: pytest.FixtureRequest, uow_factory: Any):
     """Both schedulers pass the same contract; ARQ with a worker in this process (the crash tests
-    in tests/e2e run real worker processes)."""
+    in tests/e2e run real worker processes). ARQ on the in-memory store is not collected
+    (tests/application/conftest.py): its workers are other processes in production."""
     if request.param == "arq":
-        if type(uow_factory).__name__.startswith("Memory"):
-            pytest.skip("ARQ runs on the databases; the in-memory store is covered by the in-process engine")
         _redis_up()
     engine = Engine(uow_factory, request.param)
     await engine.start()
