@@ -225,32 +225,17 @@ class _Batch:
         return "WITH " + ", ".join(parts) + " SELECT 1", args
 
 
-class AsyncpgBatchUnitOfWork(SqlUnitOfWork):
+class AsyncpgBatchUnitOfWork(AsyncpgReadUnitOfWork):
     """A batched unit of work on PostgreSQL: the writes go at commit as one statement, no BEGIN or
     COMMIT round trips. A statement may not change the same row twice (PostgreSQL would apply only
     one of the changes), which the engine's checkpoints never do."""
 
-    def __init__(self, pool: ReadPool) -> None:
-        super().__init__(None, read_only=False)  # type: ignore[arg-type]
-        self._pool = pool
-        self._raw: asyncpg.Connection | None = None
-        self._batch: _Batch | None = None
+    _batch: _Batch | None = None
 
     async def __aenter__(self) -> Self:
-        self._raw = await self._pool.acquire()
-        self._batch = _Batch(self._raw)
-        self._db = self._batch
+        await super().__aenter__()
+        self._batch = self._db = _Batch(self._raw)
         return self
-
-    async def __aexit__(
-        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
-    ) -> None:
-        try:
-            await self._pool.release(self._raw)
-        finally:
-            self._raw = None
-            self._batch = None
-            self._forget_repositories()
 
     async def commit(self) -> None:
         assert self._raw is not None and self._batch is not None
@@ -264,8 +249,8 @@ class AsyncpgBatchUnitOfWork(SqlUnitOfWork):
             raise translate(IntegrityError(sql, None, exc), "object") from None
 
     async def rollback(self) -> None:
-        assert self._batch is not None
-        self._batch.writes = []
+        if self._batch is not None:
+            self._batch.writes = []
 
 
 class SqlUnitOfWorkFactory:

@@ -81,6 +81,13 @@ def _template(value: Any, ctx: StepContext, where: str) -> Any:
         raise StepFailed(exc.errors[0].message, "TEMPLATE_ERROR", retryable=False) from None
 
 
+def _upstream_failure(exc: DomainError) -> StepFailed:
+    """A refused or failed call: timeouts and 5xx-like errors are worth retrying, the rest not."""
+    if isinstance(exc, UpstreamTimeout):
+        return StepFailed(exc.message, "TIMEOUT")
+    return StepFailed(exc.message, type(exc).__name__.upper(), retryable=exc.status >= 500)
+
+
 def sandbox_outcome(result: SandboxResult, ctx: StepContext) -> Any:
     ctx.logs.extend(result.logs)
     if not result.success:
@@ -164,11 +171,8 @@ class StepRunners:
         timeout = (config.get("timeout") or self.timeout_ms(ctx.step)) / 1000
         try:
             response = await self._http.send(OutboundRequest(method, url, headers, content, timeout))
-        except UpstreamTimeout as exc:
-            raise StepFailed(exc.message, "TIMEOUT") from None
         except DomainError as exc:
-            retryable = exc.status >= 500
-            raise StepFailed(exc.message, type(exc).__name__.upper(), retryable=retryable) from None
+            raise _upstream_failure(exc) from None
         data = _decode(response.content, response.headers.get("content-type", ""))
         output = {
             "status": response.status,
@@ -199,10 +203,8 @@ class StepRunners:
                 step_id=ctx.step.id,
                 run_id=ctx.execution_id,
             )
-        except UpstreamTimeout as exc:
-            raise StepFailed(exc.message, "TIMEOUT") from None
         except DomainError as exc:
-            raise StepFailed(exc.message, type(exc).__name__.upper(), retryable=exc.status >= 500) from None
+            raise _upstream_failure(exc) from None
         output = {"success": result.success, "statusCode": result.status_code, "data": result.data}
         if not result.success:
             raise StepFailed(
