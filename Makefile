@@ -3,7 +3,7 @@ PYTHON ?= $(shell command -v python3.11 || command -v python3)
 VENV   := .venv
 BIN    := $(VENV)/bin
 
-.PHONY: serve test lint lock clean
+.PHONY: serve test lint protos lock clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -21,10 +21,26 @@ $(VENV)/.installed-test: pyproject.toml requirements.lock | $(BIN)/python
 serve: $(VENV)/.installed
 	$(BIN)/tolstoy serve
 
-lint: $(VENV)/.installed-test
+# buf (lints the gRPC contract in protos/) comes from npm, pinned by package.json and package-lock.json.
+BUF := node_modules/.bin/buf
+
+$(BUF): package.json package-lock.json
+	npm ci --no-audit --no-fund
+	touch $@
+
+lint: $(VENV)/.installed-test $(BUF)
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 	$(BIN)/lint-imports
+	$(BUF) lint
+	$(BUF) format --diff --exit-code
+	$(BIN)/python scripts/protos.py --check
+
+# Format and lint protos/, then regenerate entrypoints/grpc/gen from them (commit the result).
+protos: $(VENV)/.installed-test $(BUF)
+	$(BUF) format --write
+	$(BUF) lint
+	$(BIN)/python scripts/protos.py
 
 test: lint
 	$(BIN)/pytest
@@ -33,4 +49,4 @@ lock: $(VENV)/.installed-test
 	$(BIN)/pip freeze --exclude-editable | grep -v '^-e ' > requirements.lock
 
 clean:
-	rm -rf $(VENV) .pytest_cache .ruff_cache .hypothesis
+	rm -rf $(VENV) .pytest_cache .ruff_cache .hypothesis node_modules
