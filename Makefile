@@ -22,10 +22,11 @@ serve: $(VENV)/.installed
 	$(BIN)/tolstoy serve
 
 # buf (lints the gRPC contract in protos/) comes from npm, pinned by package.json and package-lock.json.
+# Its launcher finds the platform binary (an optional dependency) by itself: no install script needed.
 BUF := node_modules/.bin/buf
 
 $(BUF): package.json package-lock.json
-	npm ci --no-audit --no-fund
+	npm ci --no-audit --no-fund --ignore-scripts
 	touch $@
 
 lint: $(VENV)/.installed-test $(BUF)
