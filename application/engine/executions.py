@@ -5,8 +5,9 @@ from __future__ import annotations
 
 import asyncio
 import time
+from collections.abc import AsyncIterator
 from dataclasses import dataclass
-from datetime import UTC, date, datetime
+from datetime import UTC, date, datetime, timedelta
 from datetime import time as dtime
 from typing import Any
 
@@ -16,6 +17,7 @@ from application.resources import audit_event
 from application.tenancy import TenantContext
 from domain import rules
 from domain.errors import Conflict, FieldError, NotFound, ValidationFailed
+from domain.events import OutboxEvent
 from domain.execution import COMPLETED, EXECUTION_STATUSES, QUEUED, Execution, StepState
 from domain.execution_log import ExecutionLog
 from domain.flow import FlowVersion
@@ -24,6 +26,12 @@ from domain.rules import Problems
 
 LOGS_MAX = 10_000
 DIRECT_MAX_SECONDS = 300.0  # an execution run inside a request gives up waiting after this
+FINAL_EVENTS = frozenset({"flow.completed", "flow.failed", "flow.cancelled"})
+WATCH_POLL_SECONDS = 0.15
+WATCH_BATCH = 200
+# Events of concurrent transactions may commit slightly out of created_at order: every poll looks
+# this far back again (what was already sent is skipped by id).
+WATCH_LOOKBACK = timedelta(seconds=5)
 
 
 @dataclass(frozen=True, slots=True)
@@ -227,6 +235,36 @@ class Executions:
             "successRate": round(counts["completed"] * 100 / steps, 1) if steps else 0.0,
             "timeRange": {"from": _iso(begin), "to": _iso(finish)},
         }
+
+    async def watch(
+        self, ctx: TenantContext, flow_id: str, exec_id: str, *, poll_seconds: float = WATCH_POLL_SECONDS
+    ) -> AsyncIterator[OutboxEvent]:
+        """Every event of the execution in the outbox, oldest first: those already recorded, then
+        new ones as they are committed (polled), until the one that concludes it. Stop iterating
+        (or cancel the task) to stop watching."""
+        seen: set[str] = set()
+        since: datetime | None = None
+        while True:
+            async with self._uow(read_only=True) as uow:
+                # Read first: events commit with the state they announce, so once the execution
+                # is seen finished, the poll below sees every one of its events.
+                finished = (await self._load(uow, ctx, flow_id, exec_id)).finished
+                found = await uow.outbox.for_execution(ctx.org_id, exec_id, since, WATCH_BATCH)
+            for event in found:
+                if event.id in seen:
+                    continue
+                seen.add(event.id)
+                yield event
+                if event.type in FINAL_EVENTS:
+                    return
+            if len(found) >= WATCH_BATCH:  # more are waiting: read on at once
+                since = found[-1].created_at
+                continue
+            if finished:
+                return
+            if found:
+                since = found[-1].created_at - WATCH_LOOKBACK
+            await asyncio.sleep(poll_seconds)
 
     # --- change -----------------------------------------------------------------------------------
 

@@ -1,0 +1,430 @@
+"""One claim's worth of progress on one execution: the checkpointing loop AdvanceExecution runs
+once it holds the execution's lease.
+
+Each turn: record the steps that finished (state, log row, event), complete delays that are due,
+plan, start the ready steps -- all in one (batched) transaction -- then run the started steps
+concurrently and wait for the first to finish, the next wake-up, the flow's deadline or a cancel.
+A step's result is committed before any step that depends on it starts. With nothing running and
+only future wake-ups left, the loop ends and hands back the wake-up time: no worker waits for it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import time
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from typing import TYPE_CHECKING, Any
+
+from application.engine.steps import StepContext, StepFailed
+from application.ports import SandboxSession, UnitOfWork
+from domain.credentials import MASK, is_sensitive
+from domain.execution import (
+    CANCELLED,
+    COMPLETED,
+    FAILED,
+    RUNNING,
+    SKIPPED,
+    WAITING,
+    Execution,
+    StepState,
+    execution_outputs,
+    plan,
+    retry_at,
+    retry_policy,
+)
+from domain.execution_log import ExecutionLog
+from domain.flow_definition import FlowDefinition, StepDefinition
+from domain.ids import new_id
+
+if TYPE_CHECKING:
+    from application.engine.advance import AdvanceExecution
+
+SOON = timedelta(milliseconds=20)  # a wake-up this close is waited for here, not scheduled
+
+
+@dataclass(frozen=True, slots=True)
+class Advanced:
+    """What one call achieved, for the scheduler: when to call again, or that it is over."""
+
+    wake_at: datetime | None = None  # call again then
+    finished: bool = False  # the execution is over: queued executions of the org may start
+
+
+def masked(value: Any) -> Any:
+    """Values under secret-looking names are masked wherever they are logged."""
+    if isinstance(value, dict):
+        return {
+            k: MASK if is_sensitive(str(k)) and v not in (None, "") else masked(v) for k, v in value.items()
+        }
+    if isinstance(value, list):
+        return [masked(v) for v in value]
+    return value
+
+
+@dataclass(slots=True)
+class _Finish:
+    step_id: str
+    output: Any = None
+    error: StepFailed | None = None
+    skipped: bool = False
+    seconds: float = 0.0
+    logs: list[dict[str, Any]] = field(default_factory=list)
+
+
+class ExecutionRun:
+    """One claim's worth of progress on one execution."""
+
+    def __init__(
+        self,
+        engine: AdvanceExecution,
+        execution: Execution,
+        definition: FlowDefinition,
+        states: dict[str, StepState],
+    ) -> None:
+        self.e = engine
+        self.execution = execution
+        self.definition = definition
+        self.states = states
+        self.tasks: dict[str, asyncio.Task[_Finish]] = {}
+        self.cancel = asyncio.Event()
+        self.lost = False
+        self.logs: dict[str, ExecutionLog] = {}  # log rows this run started, by id
+
+    def _outputs(self) -> dict[str, Any]:
+        return execution_outputs(self.definition, self.states)
+
+    async def go(self) -> Advanced:
+        keeper = asyncio.create_task(self._keep_lease())
+        try:
+            async with self.e._sandbox.session(self.execution.org_id) as sandbox:
+                return await self._loop(sandbox)
+        finally:
+            keeper.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await keeper
+            for task in self.tasks.values():
+                task.cancel()
+
+    async def _keep_lease(self) -> None:
+        """Renew the lease while working; notice a cancel request made through another process."""
+        renew_every = self.e._lease.total_seconds() / 3
+        last = time.monotonic()
+        while True:
+            await asyncio.sleep(min(1.0, renew_every))
+            async with self.e._uow() as uow:
+                if time.monotonic() - last >= renew_every:
+                    until = self.e._clock.now() + self.e._lease
+                    if not await uow.executions.renew(self.execution.id, self.e.worker_id, until):
+                        self.lost = True
+                        self.cancel.set()
+                        return
+                    last = time.monotonic()
+                current = await uow.executions.get(self.execution.org_id, self.execution.id)
+                await uow.commit()
+            if current is not None and current.cancel_requested:
+                self.cancel.set()
+
+    async def _loop(self, sandbox: SandboxSession) -> Advanced:
+        finished: list[_Finish] = []
+        while True:
+            now = self.e._clock.now()
+            if self.lost:
+                return Advanced()
+            stop = self._stop_reason(now)
+            if stop is not None:
+                return await self._stop(stop, finished, now)
+            async with self.e._uow(batched=True) as uow:  # a checkpoint: one statement
+                for result in finished:
+                    await self._record(uow, result, now)
+                finished = []
+                decision = self._plan(now)
+                while decision.wake:
+                    for step_id in decision.wake:
+                        await self._record(uow, _Finish(step_id, output=self._delay_output(step_id)), now)
+                    decision = self._plan(now)
+                if decision.outcome is not None and not self.tasks:
+                    await self._finish(uow, decision.outcome, decision.failed_step, now)
+                    await uow.commit()
+                    return Advanced(finished=True)
+                started = [
+                    await self._begin(uow, s, now, rerun=s in decision.rerun)
+                    for s in (*decision.start, *decision.rerun)
+                ]
+                wake = decision.next_at
+                if wake is not None and self.execution.deadline_at is not None:
+                    wake = min(wake, self.execution.deadline_at)  # the flow's timeout ends the wait
+                sleeping = not self.tasks and not any(started) and wake is not None
+                if sleeping and wake - now > SOON:
+                    await uow.executions.save_and_release(
+                        self.execution.but(now, wake_at=wake, lease_owner=None, lease_until=None)
+                    )
+                    await uow.commit()
+                    return Advanced(wake_at=wake)
+                await uow.commit()
+            for step in (s for s in started if s is not None):
+                self.tasks[step.id] = asyncio.create_task(self._execute(step, sandbox))
+            if not self.tasks:
+                if wake is not None:
+                    await asyncio.sleep(max(0.0, (wake - self.e._clock.now()).total_seconds()))
+                continue
+            finished = await self._wait(decision.next_at)
+
+    async def _wait(self, next_at: datetime | None) -> list[_Finish]:
+        cancel = asyncio.create_task(self.cancel.wait())
+        timeout = None
+        deadline = self.execution.deadline_at
+        for moment in (next_at, deadline):
+            if moment is not None:
+                seconds = max(0.0, (moment - self.e._clock.now()).total_seconds())
+                timeout = seconds if timeout is None else min(timeout, seconds)
+        try:
+            done, _ = await asyncio.wait(
+                [*self.tasks.values(), cancel], timeout=timeout, return_when=asyncio.FIRST_COMPLETED
+            )
+        finally:
+            cancel.cancel()
+        results = []
+        for step_id, task in list(self.tasks.items()):
+            if task in done:
+                del self.tasks[step_id]
+                results.append(task.result())
+        return results
+
+    def _plan(self, now: datetime):
+        return plan(self.definition, self.states, now, tuple(self.tasks))
+
+    def _stop_reason(self, now: datetime) -> str | None:
+        if self.cancel.is_set():
+            return CANCELLED
+        deadline = self.execution.deadline_at
+        if deadline is not None and now >= deadline:
+            return "timeout"
+        return None
+
+    async def _stop(self, reason: str, finished: list[_Finish], now: datetime) -> Advanced:
+        for task in self.tasks.values():
+            task.cancel()
+        await asyncio.gather(*self.tasks.values(), return_exceptions=True)
+        if self.lost:
+            return Advanced()
+        code = "CANCELLED" if reason == CANCELLED else "FLOW_TIMEOUT"
+        message = (
+            "The execution was cancelled" if reason == CANCELLED else "The flow's execution timeout passed"
+        )
+        async with self.e._uow(batched=True) as uow:
+            for result in finished:
+                await self._record(uow, result, now)
+            for step_id in list(self.tasks):
+                failure = StepFailed(message, code, retryable=False)
+                await self._record(uow, _Finish(step_id, error=failure), now)
+            self.tasks.clear()
+            for state in list(self.states.values()):  # delays and waiting retries end here too
+                if state.status in (RUNNING, WAITING):
+                    await self._record(
+                        uow, _Finish(state.step_id, error=StepFailed(message, code, retryable=False)), now
+                    )
+            status = CANCELLED if reason == CANCELLED else FAILED
+            error = {"message": message, "code": code}
+            await self.e._conclude(
+                uow, self.execution, status, now, outputs=self._outputs(), error=error, counts=self._counts()
+            )
+            await uow.commit()
+        return Advanced(finished=True)
+
+    def _counts(self) -> dict[str, int]:
+        statuses = [s.status for s in self.states.values()]
+        return {
+            "totalSteps": len(self.definition.steps),
+            "completedSteps": statuses.count(COMPLETED),
+            "failedSteps": statuses.count(FAILED),
+            "skippedSteps": statuses.count(SKIPPED),
+        }
+
+    async def _finish(self, uow: UnitOfWork, outcome: str, failed_step: str | None, now: datetime) -> None:
+        error = None
+        if outcome == FAILED:
+            state = self.states.get(failed_step) if failed_step else None
+            cause = state.error if state and state.error else {}
+            error = {
+                "message": f"Critical step '{failed_step}' failed: {cause.get('message', 'unknown error')}"
+                if failed_step
+                else "The execution could not complete",
+                "code": "STEP_FAILED",
+                "stepId": failed_step,
+            }
+        self.execution = await self.e._conclude(
+            uow, self.execution, outcome, now, outputs=self._outputs(), error=error, counts=self._counts()
+        )
+
+    # --- one step ---------------------------------------------------------------------------------
+
+    def _delay_output(self, step_id: str) -> dict[str, Any]:
+        return {"delayed": self.definition.step(step_id).config.get("ms", 0)}
+
+    def _log_inputs(self, step: StepDefinition) -> dict[str, Any]:
+        return {
+            "stepName": step.name,
+            "stepType": step.type,
+            "config": masked(step.config),
+            "executeIf": step.execute_if,
+            "variables": masked(self.execution.variables),
+            "stepOutputs": masked({d: self.states[d].output for d in step.depends_on if d in self.states}),
+        }
+
+    async def _begin(
+        self, uow: UnitOfWork, step_id: str, now: datetime, *, rerun: bool
+    ) -> StepDefinition | None:
+        """Record the start of an attempt (a rerun keeps its attempt and its log row)."""
+        step = self.definition.step(step_id)
+        state = self.states.get(step_id) or StepState.new(
+            self.execution.org_id, self.execution.id, step_id, now
+        )
+        new_state = step_id not in self.states
+        if rerun and state.log_id:
+            self.states[step_id] = state
+            return step
+        log = ExecutionLog(
+            id=new_id("log"),
+            org_id=self.execution.org_id,
+            user_id=self.execution.user_id,
+            flow_id=self.execution.flow_id,
+            execution_id=self.execution.id,
+            step_key=step_id,
+            status="started",
+            inputs=self._log_inputs(step),
+            created_at=now,
+            updated_at=now,
+        )
+        await uow.execution_logs.add(log)
+        self.logs[log.id] = log
+        next_at = now + timedelta(milliseconds=step.config.get("ms", 0)) if step.type == "delay" else None
+        state = state.but(
+            now,
+            status=RUNNING,
+            attempt=state.attempt + 1,
+            log_id=log.id,
+            next_at=next_at,
+            started_at=state.started_at or now,
+            error=None,
+        )
+        await (uow.execution_steps.add(state) if new_state else uow.execution_steps.update(state))
+        self.states[step_id] = state
+        await uow.outbox.add(
+            self.e.event(
+                self.execution,
+                "step.started",
+                now,
+                stepId=step_id,
+                stepName=step.name,
+                attempt=state.attempt,
+                status="started",
+            )
+        )
+        return None if step.type == "delay" else step
+
+    async def _execute(self, step: StepDefinition, sandbox: SandboxSession) -> _Finish:
+        state = self.states[step.id]
+        outputs = {k: v.output for k, v in self.states.items() if v.status == COMPLETED}
+        ctx = StepContext(
+            org_id=self.execution.org_id,
+            user_id=self.execution.user_id,
+            flow_id=self.execution.flow_id,
+            execution_id=self.execution.id,
+            step=step,
+            attempt=state.attempt,
+            variables=self.execution.variables,
+            step_outputs=outputs,
+            sandbox=sandbox,
+            timestamp=self.e._clock.now().isoformat().replace("+00:00", "Z"),
+        )
+        started = time.perf_counter()
+        try:
+            if step.execute_if and not await self.e._runners.condition(step.execute_if, ctx):
+                return _Finish(step.id, skipped=True, seconds=time.perf_counter() - started, logs=ctx.logs)
+            output = await self.e._runners.run(ctx)
+            return _Finish(step.id, output=output, seconds=time.perf_counter() - started, logs=ctx.logs)
+        except StepFailed as exc:
+            return _Finish(step.id, error=exc, seconds=time.perf_counter() - started, logs=ctx.logs)
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:  # a bug in a runner must not take the engine down
+            failure = StepFailed(f"Internal error: {type(exc).__name__}", "INTERNAL_ERROR", retryable=True)
+            return _Finish(step.id, error=failure, seconds=time.perf_counter() - started, logs=ctx.logs)
+
+    async def _record(self, uow: UnitOfWork, result: _Finish, now: datetime) -> None:
+        """Checkpoint one finished attempt: the step's state, its log row and its event."""
+        step = self.definition.step(result.step_id)
+        state = self.states[result.step_id]
+        execution, org, flow = self.execution, self.execution.org_id, self.execution.flow_id
+        duration = int(result.seconds * 1000)
+        meta = {"executionMode": self.e._mode, "stepType": step.type, "attempt": state.attempt}
+        if result.skipped:
+            status, log_outputs, log_error = (
+                SKIPPED,
+                {
+                    "skipped": True,
+                    "reason": "executeIf evaluated to false",
+                    "duration": duration,
+                    "metadata": meta,
+                },
+                None,
+            )
+            state = state.but(now, status=SKIPPED, finished_at=now, next_at=None)
+        elif result.error is None:
+            status, log_error = COMPLETED, None
+            log_outputs = {"output": result.output, "duration": duration, "metadata": meta}
+            state = state.but(
+                now, status=COMPLETED, output=result.output, error=None, finished_at=now, next_at=None
+            )
+        else:
+            status, log_error = FAILED, result.error.as_error()
+            log_outputs = {"duration": duration, "metadata": meta}
+            self.e._metrics.step_failed(org, flow, step.id)
+            when = (
+                retry_at(retry_policy(step, self.definition), state.attempt, now, self.e._jitter())
+                if result.error.retryable
+                else None
+            )
+            if when is not None and not self.cancel.is_set():
+                state = state.but(now, status=WAITING, error=log_error, next_at=when)
+                self.e._metrics.step_retried(org, flow, step.id)
+                log_outputs["retryAt"] = when.isoformat().replace("+00:00", "Z")
+            else:
+                state = state.but(now, status=FAILED, error=log_error, finished_at=now, next_at=None)
+        if result.logs:
+            log_outputs["logs"] = result.logs
+        if step.type != "delay":
+            self.e._metrics.step_executed(org, flow, step.id, result.seconds)
+        self.states[step.id] = state
+        await uow.execution_steps.update(state)
+        if state.log_id:
+            await self._finish_log(uow, state.log_id, status, log_outputs, log_error, now)
+        payload: dict[str, Any] = {
+            "stepId": step.id,
+            "stepName": step.name,
+            "status": status,
+            "duration": duration,
+            "attempt": state.attempt,
+        }
+        if status == COMPLETED:
+            payload["output"] = result.output
+        if log_error is not None:
+            payload["error"] = log_error
+            payload["willRetry"] = state.status == WAITING
+        await uow.outbox.add(self.e.event(execution, f"step.{status}", now, **payload))
+
+    async def _finish_log(
+        self,
+        uow: UnitOfWork,
+        log_id: str,
+        status: str,
+        outputs: dict[str, Any],
+        error: dict[str, Any] | None,
+        now: datetime,
+    ) -> None:
+        log = self.logs.pop(log_id, None) or await uow.execution_logs.get(self.execution.org_id, log_id)
+        if log is None or log.finished:
+            return
+        await uow.execution_logs.update(log.changed(now=now, status=status, outputs=outputs, error=error))
