@@ -169,6 +169,15 @@ class ExecutionLogRepository(TenantRepository[ExecutionLog], Protocol):
         ...
 
 
+class OutboxRepository(TenantRepository[OutboxEvent], Protocol):
+    async def for_execution(
+        self, org_id: str, execution_id: str, since: datetime | None, limit: int
+    ) -> list[OutboxEvent]:
+        """The events of one execution (payload ``executionId``) created at or after ``since``,
+        oldest first (``created_at``, then ``id``), at most ``limit``."""
+        ...
+
+
 class UnitOfWork(Protocol):
     """One transaction. Repositories handed out here act inside it; nothing is kept until commit."""
 
@@ -184,7 +193,7 @@ class UnitOfWork(Protocol):
     execution_steps: StepStateRepository
     audit: TenantRepository[AuditEvent]
     credentials: TenantRepository[ToolCredentials]
-    outbox: TenantRepository[OutboxEvent]
+    outbox: OutboxRepository
 
     async def __aenter__(self) -> Self: ...
     async def __aexit__(

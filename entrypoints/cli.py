@@ -1,4 +1,4 @@
-"""The ``tolstoy`` command: serve, migrate, worker, secrets."""
+"""The ``tolstoy`` command: serve, grpc, migrate, worker, secrets."""
 
 from __future__ import annotations
 
@@ -37,6 +37,20 @@ def serve(settings: Settings, host: str | None, port: int | None) -> int:
     server = uvicorn.Server(config)
     server.run()
     return 0 if server.started else 1
+
+
+def grpc(settings: Settings, host: str | None, port: int | None) -> int:
+    import asyncio
+
+    from entrypoints.container import build_container
+    from entrypoints.grpc.server import serve_alone
+
+    asyncio.run(
+        serve_alone(
+            build_container(settings), host or settings.host, settings.grpc_port if port is None else port
+        )
+    )
+    return 0
 
 
 def migrate(settings: Settings, revision: str) -> int:
@@ -82,9 +96,15 @@ def rotate_key(settings: Settings) -> int:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="tolstoy", description="Tolstoy workflow automation platform")
     commands = parser.add_subparsers(dest="command", required=True)
-    serve_cmd = commands.add_parser("serve", help="run the REST API (PORT, default 3000)")
+    serve_cmd = commands.add_parser(
+        "serve",
+        help="run the REST API (PORT, default 3000) and gRPC beside it (GRPC_PORT, default 50051; 0: off)",
+    )
     serve_cmd.add_argument("--host", help="bind address (default HOST or 127.0.0.1)")
     serve_cmd.add_argument("--port", type=int, help="port (default PORT or 3000)")
+    grpc_cmd = commands.add_parser("grpc", help="run the gRPC API alone (GRPC_PORT, default 50051)")
+    grpc_cmd.add_argument("--host", help="bind address (default HOST or 127.0.0.1)")
+    grpc_cmd.add_argument("--port", type=int, help="port (default GRPC_PORT or 50051; 0: any free port)")
     migrate_cmd = commands.add_parser(
         "migrate", help="upgrade the database schema (uses DIRECT_URL when set)"
     )
@@ -105,6 +125,8 @@ def main(argv: list[str] | None = None) -> int:
     _logging(settings.log_level)
     if args.command == "serve":
         return serve(settings, args.host, args.port)
+    if args.command == "grpc":
+        return grpc(settings, args.host, args.port)
     if args.command == "worker":
         from entrypoints.worker import run_workers
 

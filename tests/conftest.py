@@ -13,7 +13,7 @@ import hypothesis  # noqa: F401 - imported up front: see below
 import pytest
 
 from adapters.persistence.migrate import upgrade
-from tests.support import ADMIN_TOKEN, Api, LiveServer, new_org, throwaway_postgres_database
+from tests.support import ADMIN_TOKEN, Api, LiveServer, free_port, new_org, throwaway_postgres_database
 
 # hypothesis's pytest plugin imports the package lazily at the end of the run, where pytest's
 # assertion rewriter parses it; on CPython 3.11 that parse can fail ("AST constructor recursion
@@ -66,6 +66,7 @@ async def uow_factory(request: pytest.FixtureRequest) -> AsyncIterator[object]:
 def make_settings(database_url: str, data_dir: Path, **extra: object):
     from entrypoints.settings import Settings
 
+    extra.setdefault("GRPC_PORT", 0)  # gRPC off unless a test asks for it (see `server`)
     return Settings(
         _env_file=None,
         DATABASE_URL=database_url,
@@ -87,6 +88,7 @@ def server(database_url: str, tmp_path_factory: pytest.TempPathFactory) -> Itera
         TOLSTOY_MAX_BODY_BYTES=64 * 1024,
         TOLSTOY_EGRESS_ALLOW="127.0.0.1/32",  # upstreams in tests live on loopback, allowed explicitly
         TOLSTOY_HTTP_TIMEOUT_SECONDS=2,
+        GRPC_PORT=free_port(),  # gRPC beside REST, as `tolstoy serve` runs it (tests/grpc)
     )
     with LiveServer(create_app(build_container(settings))) as live:
         yield live

@@ -87,6 +87,7 @@ class LiveServer:
     """A Tolstoy app served by uvicorn on 127.0.0.1 in a background thread."""
 
     def __init__(self, app: Any) -> None:
+        self.app = app
         self.port = free_port()
         config = uvicorn.Config(app, host="127.0.0.1", port=self.port, log_level="warning", lifespan="on")
         self.server = uvicorn.Server(config)
@@ -101,6 +102,11 @@ class LiveServer:
                 raise RuntimeError("the test server did not start")
             time.sleep(0.02)
         return self
+
+    @property
+    def grpc_target(self) -> str:
+        """host:port of the gRPC server beside REST (started by the app's lifespan)."""
+        return f"127.0.0.1:{self.app.state.grpc_port}"
 
     def __exit__(self, *exc: object) -> None:
         self.server.should_exit = True

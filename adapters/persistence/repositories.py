@@ -359,3 +359,15 @@ class SqlExecutionLogRepository(SqlTenantRepository[E]):
             "failed": counts.get("failed", 0),
             "skipped": counts.get("skipped", 0),
         }
+
+
+class SqlOutboxRepository(SqlTenantRepository[E]):
+    async def for_execution(self, org_id: str, execution_id: str, since: Any, limit: int) -> list[E]:
+        if not _storable(org_id, execution_id):
+            return []
+        t = self._table
+        query = select(t).where(t.c.org_id == org_id, t.c.payload["executionId"].as_string() == execution_id)
+        if since is not None:
+            query = query.where(t.c.created_at >= since)
+        query = query.order_by(t.c.created_at, t.c.id).limit(limit)
+        return [self._from_row(row) for row in await self._db.all(query)]

@@ -21,6 +21,7 @@ from adapters.persistence.repositories import (
     SqlExecutionLogRepository,
     SqlExecutionRepository,
     SqlOrganizationRepository,
+    SqlOutboxRepository,
     SqlStepStateRepository,
     SqlTenantRepository,
 )
@@ -57,7 +58,9 @@ _REPOSITORIES = {
     "execution_steps": SqlStepStateRepository,
     "audit": _tenant(t.audit_events, AuditEvent, "AuditEvent", "action", "resource_type", "resource_id"),
     "credentials": _tenant(t.tool_credentials, ToolCredentials, "ToolCredentials", "tool_id"),
-    "outbox": _tenant(t.outbox_events, OutboxEvent, "OutboxEvent", "type"),
+    "outbox": lambda db: SqlOutboxRepository(
+        db, t.outbox_events, OutboxEvent, "OutboxEvent", frozenset({"type"})
+    ),
 }
 
 

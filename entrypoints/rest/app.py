@@ -47,12 +47,20 @@ def create_app(container: Container) -> FastAPI:
             scheduler = container.scheduler()
             await scheduler.start()  # the in-process engine resumes unfinished executions
             app.state.scheduler = scheduler
+            if container.settings().grpc_port:  # gRPC beside REST, on the same use-cases and loop
+                from entrypoints.grpc.server import start_grpc
+
+                settings = container.settings()
+                app.state.grpc = await start_grpc(container, settings.host, settings.grpc_port)
+                app.state.grpc_port = app.state.grpc.port
             # Everything built so far lives as long as the process: keep it out of the cyclic
             # collector's generations, so its full collections stay short under load.
             gc.collect()
             gc.freeze()
             yield
         finally:
+            if getattr(app.state, "grpc", None) is not None:
+                await app.state.grpc.stop()  # in-flight calls finish before the engine and pools go
             if getattr(app.state, "scheduler", None) is not None:
                 await close_engine(container)
             await close_container(container)

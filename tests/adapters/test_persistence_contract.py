@@ -359,3 +359,33 @@ async def test_a_batched_unit_of_work_is_all_or_nothing(uow_factory) -> None:
     async with uow_factory(read_only=True) as uow:
         assert (await uow.tools.get(org.id, tool.id)).name == tool.name
         assert sorted(e.type for e in await uow.outbox.list(org.id, Page())) == ["a", "b"]
+
+
+async def test_the_outbox_lists_the_events_of_one_execution_oldest_first(uow_factory) -> None:
+    from domain.events import OutboxEvent
+
+    org, other = await _new_org(uow_factory), await _new_org(uow_factory)
+    now = SystemClock().now()
+
+    def event(org_id: str, execution: str, n: int) -> OutboxEvent:
+        return OutboxEvent(
+            id=new_id("evt"),
+            org_id=org_id,
+            type="step.started",
+            payload={"executionId": execution, "n": n},
+            created_at=now + timedelta(milliseconds=n),
+        )
+
+    async with uow_factory() as uow:
+        for n in (2, 0, 1, 3):
+            await uow.outbox.add(event(org.id, "exec_1", n))
+        await uow.outbox.add(event(org.id, "exec_2", 1))
+        await uow.outbox.add(event(other.id, "exec_1", 1))
+        await uow.commit()
+    async with uow_factory(read_only=True) as uow:
+        found = await uow.outbox.for_execution(org.id, "exec_1", None, 100)
+        assert [e.payload["n"] for e in found] == [0, 1, 2, 3]
+        later = await uow.outbox.for_execution(org.id, "exec_1", now + timedelta(milliseconds=2), 100)
+        assert [e.payload["n"] for e in later] == [2, 3]
+        assert [e.payload["n"] for e in await uow.outbox.for_execution(org.id, "exec_1", None, 2)] == [0, 1]
+        assert await uow.outbox.for_execution(org.id, "nope", None, 100) == []

@@ -234,6 +234,19 @@ class MemoryApiKeyRepository(MemoryTenantRepository):
         return KeyOwner(key.id, key.org_id, key.revoked_at is not None, member)
 
 
+class MemoryOutboxRepository(MemoryTenantRepository):
+    async def for_execution(self, org_id: str, execution_id: str, since: Any, limit: int) -> list[Any]:
+        rows = [
+            row
+            for row in self._rows().values()
+            if row.org_id == org_id
+            and row.payload.get("executionId") == execution_id
+            and (since is None or row.created_at >= since)
+        ]
+        rows.sort(key=lambda r: (r.created_at, r.id))
+        return [deepcopy(r) for r in rows[:limit]]
+
+
 class MemoryOrganizationRepository(_Repository):
     async def get(self, org_id: str) -> Any | None:
         return deepcopy(self._rows().get(org_id))
@@ -395,7 +408,7 @@ class MemoryUnitOfWork:
         self.users = MemoryTenantRepository(self, "users")
         self.tools = MemoryTenantRepository(self, "tools")
         self.credentials = MemoryTenantRepository(self, "credentials")
-        self.outbox = MemoryTenantRepository(self, "outbox")
+        self.outbox = MemoryOutboxRepository(self, "outbox")
         self.actions = MemoryTenantRepository(self, "actions")
         self.flows = MemoryTenantRepository(self, "flows")
         self.execution_logs = MemoryExecutionLogRepository(self, "execution_logs")

@@ -1,0 +1,177 @@
+"""Protobuf <-> Python: JSON values (Struct, ListValue, Value), timestamps, enums, pages.
+
+Free-form JSON arrives as google.protobuf.Struct/ListValue/Value, whose numbers are doubles:
+integral ones come back as ``int``, so the domain checks them exactly as it checks REST bodies.
+Enums map to REST's strings (``AUTH_TYPE_API_KEY`` <-> ``"api_key"``, ``HTTP_METHOD_GET`` <->
+``"GET"``, ``EXECUTION_EVENT_TYPE_FLOW_STARTED`` <-> ``"flow.started"``); the zero value is None.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from datetime import UTC, datetime
+from typing import Any
+
+from google.protobuf import struct_pb2, timestamp_pb2
+from google.protobuf.internal.enum_type_wrapper import EnumTypeWrapper
+
+from application.ports import LIMIT_DEFAULT, LIMIT_MAX, Page
+from domain.errors import FieldError, ValidationFailed
+
+MAX_SAFE_INTEGER = 2**53
+
+# --- JSON values -----------------------------------------------------------------------------------
+
+
+def from_value(value: struct_pb2.Value) -> Any:
+    kind = value.WhichOneof("kind")
+    if kind is None or kind == "null_value":
+        return None
+    if kind == "number_value":
+        number = value.number_value
+        if number.is_integer() and abs(number) <= MAX_SAFE_INTEGER:
+            return int(number)
+        return number
+    if kind == "string_value":
+        return value.string_value
+    if kind == "bool_value":
+        return value.bool_value
+    if kind == "struct_value":
+        return from_struct(value.struct_value)
+    return from_list(value.list_value)
+
+
+def from_struct(struct: struct_pb2.Struct) -> dict[str, Any]:
+    return {key: from_value(item) for key, item in struct.fields.items()}
+
+
+def from_list(values: struct_pb2.ListValue) -> list[Any]:
+    return [from_value(item) for item in values.values]
+
+
+def optional_struct(message: Any, field: str) -> dict[str, Any] | None:
+    """A Struct field: its dict when set, None when not (REST: absent)."""
+    return from_struct(getattr(message, field)) if message.HasField(field) else None
+
+
+def optional_list(message: Any, field: str) -> list[Any] | None:
+    return from_list(getattr(message, field)) if message.HasField(field) else None
+
+
+def to_value(data: Any) -> struct_pb2.Value:
+    value = struct_pb2.Value()
+    _fill(value, data)
+    return value
+
+
+def _fill(value: struct_pb2.Value, data: Any) -> None:
+    if data is None:
+        value.null_value = struct_pb2.NULL_VALUE
+    elif isinstance(data, bool):
+        value.bool_value = data
+    elif isinstance(data, int | float):
+        value.number_value = data
+    elif isinstance(data, str):
+        value.string_value = data
+    elif isinstance(data, dict):
+        value.struct_value.update(data)
+    elif isinstance(data, list | tuple):
+        value.list_value.extend(data)
+    else:
+        value.string_value = str(data)
+
+
+def to_struct(data: dict[str, Any] | None) -> struct_pb2.Struct | None:
+    if data is None:
+        return None
+    struct = struct_pb2.Struct()
+    struct.update(data)
+    return struct
+
+
+def to_list(data: list[Any] | None) -> struct_pb2.ListValue | None:
+    if data is None:
+        return None
+    values = struct_pb2.ListValue()
+    values.extend(data)
+    return values
+
+
+# --- times -----------------------------------------------------------------------------------------
+
+
+def timestamp(moment: datetime | None) -> timestamp_pb2.Timestamp | None:
+    if moment is None:
+        return None
+    stamp = timestamp_pb2.Timestamp()
+    stamp.FromDatetime(moment)
+    return stamp
+
+
+def from_timestamp(message: Any, field: str) -> datetime | None:
+    if not message.HasField(field):
+        return None
+    return getattr(message, field).ToDatetime(tzinfo=UTC)
+
+
+# --- enums -----------------------------------------------------------------------------------------
+
+
+class EnumMap:
+    """One proto enum <-> REST's strings. ``spell`` turns the name's suffix into the REST string."""
+
+    def __init__(self, enum: EnumTypeWrapper, prefix: str, spell: Callable[[str], str]) -> None:
+        self._to_text: dict[int, str] = {}
+        self._to_number: dict[str, int] = {}
+        for name, number in enum.items():
+            if number == 0:
+                continue
+            text = spell(name.removeprefix(prefix))
+            self._to_text[number] = text
+            self._to_number[text] = number
+
+    def text(self, number: int) -> str | None:
+        """The REST string of an enum value; None for the zero value ("not given")."""
+        return self._to_text.get(number)
+
+    def number(self, text: str | None) -> int:
+        """The enum value of a REST string; 0 for None or a string the enum does not know."""
+        return self._to_number.get(text or "", 0)
+
+
+def lower(name: str) -> str:
+    return name.lower()
+
+
+def upper(name: str) -> str:
+    return name.upper()
+
+
+def dotted(name: str) -> str:
+    """FLOW_STARTED -> flow.started"""
+    return name.lower().replace("_", ".", 1)
+
+
+# --- pages -----------------------------------------------------------------------------------------
+
+
+def page(message: Any, field: str = "page") -> Page:
+    """A request's Page: limit 0 is the default (50); 1-500 as given; above 500 is refused."""
+    given = getattr(message, field)
+    limit, offset = given.limit or LIMIT_DEFAULT, given.offset
+    problems = []
+    if limit < 1:
+        problems.append(
+            FieldError(f"{field}.limit", "Number must be greater than or equal to 1", "too_small")
+        )
+    if limit > LIMIT_MAX:
+        problems.append(
+            FieldError(f"{field}.limit", f"Number must be less than or equal to {LIMIT_MAX}", "too_big")
+        )
+    if offset < 0:
+        problems.append(
+            FieldError(f"{field}.offset", "Number must be greater than or equal to 0", "too_small")
+        )
+    if problems:
+        raise ValidationFailed(problems)
+    return Page(limit=limit, offset=offset)
