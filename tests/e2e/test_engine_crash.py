@@ -54,7 +54,7 @@ TAKEOVER_SECONDS = 30
 # Redis database of these tests (flushed before and after), beside the one tests.support uses.
 ENGINE_REDIS_URL = urlsplit(REDIS_URL)._replace(path="/14").geturl()
 # Settings the child processes must not inherit from the environment running the tests.
-_INHERITED_OUT = ("DATABASE_URL", "DIRECT_URL", "REDIS_URL", "PORT", "LOG_LEVEL")
+_INHERITED_OUT = ("DATABASE_URL", "DIRECT_URL", "REDIS_URL", "PORT", "GRPC_PORT", "LOG_LEVEL")
 
 
 # --- the counting upstream ---------------------------------------------------------------------------
@@ -201,7 +201,8 @@ def spawn(name: str, args: list[str], env: dict[str, str], cwd: Path) -> Proc:
 
 def serve(cwd: Path, env: dict[str, str]) -> tuple[Proc, str]:
     port = free_port()
-    proc = spawn("serve", ["serve"], {**env, "PORT": str(port)}, cwd)
+    # gRPC runs beside REST (on a port of its own, so that runs in parallel never collide)
+    proc = spawn("serve", ["serve"], {**env, "PORT": str(port), "GRPC_PORT": str(free_port())}, cwd)
     url = f"http://127.0.0.1:{port}"
     try:
         wait_until(lambda: _healthy(url), 30, "tolstoy serve to become healthy", [proc])

@@ -436,6 +436,7 @@ def throughput(args: argparse.Namespace, work: Path, generator: str) -> Throughp
                     "TOLSTOY_ADMIN_TOKEN": ADMIN_TOKEN,
                     "TOLSTOY_DATA_DIR": str(tolstoy_dir),
                     "PORT": str(tolstoy_port),
+                    "GRPC_PORT": "0",  # REST only: gRPC has its own benchmark (bench_grpc.py)
                     "LOG_LEVEL": "warning",
                     **overrides,
                 }
