@@ -45,7 +45,13 @@ def grpc(settings: Settings, host: str | None, port: int | None) -> int:
     from entrypoints.container import build_container
     from entrypoints.grpc.server import serve_alone
 
-    asyncio.run(
+    try:  # the event loop uvicorn picks for `tolstoy serve` (loop="auto"), when installed
+        import uvloop
+
+        runner = uvloop.run
+    except ImportError:  # pragma: no cover - uvicorn[standard] brings it
+        runner = asyncio.run
+    runner(
         serve_alone(
             build_container(settings), host or settings.host, settings.grpc_port if port is None else port
         )
