@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
 
@@ -14,6 +16,7 @@ class PrometheusMetrics:
 
     def __init__(self, registry: CollectorRegistry | None = None) -> None:
         self.registry = registry or CollectorRegistry()
+        self._http_children: dict[tuple[str, str, int], tuple[Any, Any]] = {}
         r = self.registry
         self.http_requests = Counter(
             "http_requests", "HTTP requests", ["method", "route", "status"], registry=r
@@ -62,9 +65,17 @@ class PrometheusMetrics:
         self.step_auth_injection.labels(org_id, step_id, auth_type).inc()
 
     def http_request(self, method: str, route: str, status: int, seconds: float) -> None:
-        code = str(status)
-        self.http_requests.labels(method, route, code).inc()
-        self.http_duration.labels(method, route, code).observe(seconds)
+        key = (method, route, status)
+        children = self._http_children.get(key)
+        if children is None:  # label look-ups cost more than the counting: done once per series
+            code = str(status)
+            children = (
+                self.http_requests.labels(method, route, code),
+                self.http_duration.labels(method, route, code),
+            )
+            self._http_children[key] = children
+        children[0].inc()
+        children[1].observe(seconds)
 
     def action_executed(
         self, org_id: str, tool_key: str, action_key: str, status: str, seconds: float

@@ -25,20 +25,27 @@ class BodyLimit:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
+        chunked, declared = False, None
         for name, value in scope["headers"]:
-            if name == b"content-length":
-                try:
-                    declared = int(value)
-                except ValueError:
-                    await json(error_body(400, "Invalid Content-Length header"), 400)(scope, receive, send)
-                    return
-                if declared > self.max_bytes:
-                    exc = BodyTooLarge(self.max_bytes)
-                    await json(error_body(413, exc.detail), 413, {"Connection": "close"})(
-                        scope, receive, send
-                    )
-                    return
-                break
+            if name == b"transfer-encoding":
+                chunked = True
+            elif name == b"content-length":
+                declared = value
+        if declared is not None:
+            try:
+                size = int(declared)
+            except ValueError:
+                await json(error_body(400, "Invalid Content-Length header"), 400)(scope, receive, send)
+                return
+            if size > self.max_bytes:
+                exc = BodyTooLarge(self.max_bytes)
+                await json(error_body(413, exc.detail), 413, {"Connection": "close"})(scope, receive, send)
+                return
+        if not chunked:
+            # HTTP/1.1 bodies are either declared (and the server reads no more than declared)
+            # or chunked: with no chunked body there is nothing left to count.
+            await self.app(scope, receive, send)
+            return
         received = 0
         limit = self.max_bytes
 
