@@ -12,6 +12,8 @@ import orjson
 from fastapi.routing import APIRoute
 from starlette.requests import Request
 from starlette.responses import Response
+from starlette.routing import Match
+from starlette.types import Scope
 
 
 class StrictJSONRequest(Request):
@@ -22,6 +24,19 @@ class StrictJSONRequest(Request):
 
 
 class StrictJSONRoute(APIRoute):
+    """Also matches fast: a path that does not start with the route's literal prefix (the part
+    before its first parameter) is refused before any regex or scope bookkeeping; with ~60 routes
+    tried in order, that is most of what routing a request costs."""
+
+    def __init__(self, path: str, *args: Any, **kwargs: Any) -> None:
+        super().__init__(path, *args, **kwargs)
+        self._literal_prefix = self.path.split("{", 1)[0]
+
+    def matches(self, scope: Scope) -> tuple[Match, Scope]:
+        if not scope.get("root_path") and not scope.get("path", "").startswith(self._literal_prefix):
+            return Match.NONE, {}
+        return super().matches(scope)
+
     def get_route_handler(self) -> Callable[[Request], Coroutine[Any, Any, Response]]:
         handler = super().get_route_handler()
         if self.body_field is None:
