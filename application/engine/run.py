@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 import time
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
@@ -41,6 +42,7 @@ from domain.ids import new_id
 if TYPE_CHECKING:
     from application.engine.advance import AdvanceExecution
 
+log = logging.getLogger("tolstoy.engine")
 SOON = timedelta(milliseconds=20)  # a wake-up this close is waited for here, not scheduled
 
 
@@ -113,16 +115,24 @@ class ExecutionRun:
         last = time.monotonic()
         while True:
             await asyncio.sleep(min(1.0, renew_every))
-            async with self.e._uow() as uow:
+            try:
                 if time.monotonic() - last >= renew_every:
-                    until = self.e._clock.now() + self.e._lease
-                    if not await uow.executions.renew(self.execution.id, self.e.worker_id, until):
+                    async with self.e._uow() as uow:
+                        until = self.e._clock.now() + self.e._lease
+                        renewed = await uow.executions.renew(self.execution.id, self.e.worker_id, until)
+                        await uow.commit()
+                    if not renewed:  # another worker took it over: stop, write nothing more
                         self.lost = True
                         self.cancel.set()
                         return
                     last = time.monotonic()
-                current = await uow.executions.get(self.execution.org_id, self.execution.id)
-                await uow.commit()
+                async with self.e._uow(read_only=True) as uow:
+                    current = await uow.executions.get(self.execution.org_id, self.execution.id)
+            except asyncio.CancelledError:
+                raise
+            except Exception:  # the database away for a moment: the lease has two more renewals'
+                log.warning("keeping the lease of %s failed; trying again", self.execution.id, exc_info=True)
+                continue  # worth of time left
             if current is not None and current.cancel_requested:
                 self.cancel.set()
 

@@ -168,8 +168,8 @@ def test_cancel_then_retry_and_resume(org: Api) -> None:
     execution_id = execute(org, f["id"])
     for _ in range(300):
         body = org.get(f"/flows/{f['id']}/executions/{execution_id}").json()
-        if body["steps"] and body["steps"][-1]["status"] == "running":
-            break
+        if any(s["stepId"] == "wait" and s["status"] == "running" for s in body["steps"]):
+            break  # "first" is done and the delay has begun
         time.sleep(0.02)
     response = org.post(f"/flows/{f['id']}/executions/{execution_id}/cancel")
     assert response.status_code == 200 and response.json()["cancelRequested"] is True
