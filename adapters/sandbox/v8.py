@@ -692,7 +692,7 @@ class V8Sandbox:
         default_timeout_ms: int = 30_000,
         max_output_bytes: int = 1_048_576,
         clock: Clock | None = None,
-        warm_per_scope: int = 8,
+        warm_per_scope: int = 16,
         warm_max: int = 16,
     ) -> None:
         self.memory_mb = memory_mb

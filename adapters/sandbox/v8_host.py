@@ -239,7 +239,12 @@ def main() -> None:
     config = json.loads(sys.argv[1]) if len(sys.argv) > 1 else {}
     code = 0
     try:
-        asyncio.run(_main(config, 0, out_fd))
+        run = asyncio.run
+        with contextlib.suppress(ImportError):  # uvloop (uvicorn[standard]): cheaper per message
+            import uvloop
+
+            run = uvloop.run
+        run(_main(config, 0, out_fd))
     except BaseException as exc:  # the type only: a traceback's messages may quote user data
         _complain(f"stopped by {type(exc).__name__}")
         code = 1
