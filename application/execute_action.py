@@ -79,7 +79,7 @@ def _no_constant(name: str) -> Any:
     raise ValueError(f"{name} is not JSON")
 
 
-def _decode(content: bytes, content_type: str) -> Any:
+def decode_body(content: bytes, content_type: str) -> Any:
     """JSON as JavaScript reads it: integers beyond 64 bits become doubles (the stdlib would keep
     them exact, and no JSON encoder here could answer them); anything else is text."""
     if "json" in content_type:
@@ -154,7 +154,7 @@ class ExecuteAction:
             raise
         duration = int((time.perf_counter() - started) * 1000)
         values = [v for k, v in credentials.items() if is_sensitive(k) and len(v) >= 4]
-        data = _redact(_decode(response.content, response.headers.get("content-type", "")), values)
+        data = _redact(decode_body(response.content, response.headers.get("content-type", "")), values)
         headers = {k: _redact(v, values) for k, v in response.headers.items() if k in SAFE_HEADERS}
         result = ActionResult(
             success=200 <= response.status < 400,

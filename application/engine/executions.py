@@ -20,7 +20,6 @@ from domain.errors import Conflict, FieldError, NotFound, ValidationFailed
 from domain.events import OutboxEvent
 from domain.execution import COMPLETED, EXECUTION_STATUSES, QUEUED, Execution, StepState
 from domain.execution_log import ExecutionLog
-from domain.flow import FlowVersion
 from domain.ids import execution_id
 from domain.rules import Problems
 
@@ -38,7 +37,6 @@ WATCH_LOOKBACK = timedelta(seconds=5)
 class ExecutionView:
     execution: Execution
     steps: tuple[StepState, ...] = ()
-    version: FlowVersion | None = None
     user_email: str | None = None
 
 
@@ -158,17 +156,10 @@ class Executions:
     async def list(
         self, ctx: TenantContext, flow_id: str, status: str | None, page: Page
     ) -> list[ExecutionView]:
-        if status is not None and status not in EXECUTION_STATUSES:
-            expected = " | ".join(f"'{s}'" for s in EXECUTION_STATUSES)
-            raise ValidationFailed(
-                [
-                    FieldError(
-                        "status",
-                        f"Invalid enum value. Expected {expected}, received '{status}'",
-                        "invalid_enum_value",
-                    )
-                ]
-            )
+        if status is not None:
+            p = Problems()
+            rules.one_of(p, "status", status, EXECUTION_STATUSES)
+            p.raise_if_any()
         async with self._uow(read_only=True) as uow:
             if await uow.flows.get(ctx.org_id, flow_id) is None:
                 raise NotFound("Flow", flow_id)
@@ -188,7 +179,7 @@ class Executions:
         version = found[0] if found else None
         order = {s.get("id"): i for i, s in enumerate(version.steps)} if version else {}
         steps.sort(key=lambda s: (order.get(s.step_id, len(order)), s.step_id))
-        return ExecutionView(execution, tuple(steps), version, emails.get(execution.user_id or ""))
+        return ExecutionView(execution, tuple(steps), emails.get(execution.user_id or ""))
 
     async def _load(self, uow: Any, ctx: TenantContext, flow_id: str, exec_id: str) -> Execution:
         execution = await uow.executions.get(ctx.org_id, exec_id)

@@ -9,7 +9,7 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from application.execute_action import SAFE_HEADERS, ExecuteAction, _decode
+from application.execute_action import SAFE_HEADERS, ExecuteAction, decode_body
 from application.ports import HttpClient, OutboundRequest, Sandbox, SandboxResult, SandboxRun, SandboxSession
 from application.tenancy import TenantContext
 from domain import templates
@@ -125,12 +125,25 @@ class StepRunners:
     def timeout_ms(self, step: StepDefinition) -> int:
         return step.timeout_ms or self._timeout_ms
 
+    def _limit_ms(self, step: StepDefinition) -> int:
+        """How long the whole step may take: its timeout, or for a background run it waits for,
+        the polls it is allowed (its own timeout bounds each run, not the waiting)."""
+        config = step.config
+        waits = (step.type == "sandbox_async" or config.get("mode") == "async") and config.get(
+            "waitForCompletion"
+        ) is not False
+        if waits and step.timeout_ms is None:
+            polls = config.get("maxPollAttempts") or MAX_POLL_ATTEMPTS
+            return polls * (config.get("pollInterval") or POLL_INTERVAL_MS) + self._timeout_ms
+        return self.timeout_ms(step)
+
     async def run(self, ctx: StepContext) -> Any:
         runner = self._by_type[ctx.step.type]
+        limit = self._limit_ms(ctx.step)
         try:
-            return await asyncio.wait_for(runner(ctx), self.timeout_ms(ctx.step) / 1000 + 1)
+            return await asyncio.wait_for(runner(ctx), limit / 1000 + 1)
         except TimeoutError:
-            raise StepFailed(f"Step timed out after {self.timeout_ms(ctx.step)} ms", "TIMEOUT") from None
+            raise StepFailed(f"Step timed out after {limit} ms", "TIMEOUT") from None
 
     async def condition(self, expression: str, ctx: StepContext) -> bool:
         """``executeIf``: a JavaScript expression over the context, in the sandbox."""
@@ -173,7 +186,7 @@ class StepRunners:
             response = await self._http.send(OutboundRequest(method, url, headers, content, timeout))
         except DomainError as exc:
             raise _upstream_failure(exc) from None
-        data = _decode(response.content, response.headers.get("content-type", ""))
+        data = decode_body(response.content, response.headers.get("content-type", ""))
         output = {
             "status": response.status,
             "headers": {k: v for k, v in response.headers.items() if k in SAFE_HEADERS},

@@ -464,3 +464,43 @@ async def test_the_flow_timeout_fails_a_running_execution(engine: Engine) -> Non
         assert 300 <= e.duration_ms < 3000
         [log] = await engine.executions.logs(ctx, f.id, e.id)
         assert log.status == "failed" and log.error["code"] == "FLOW_TIMEOUT"
+
+
+async def test_a_background_run_may_be_waited_for_longer_than_one_run_may_last(uow_factory: Any) -> None:
+    """The step's time limit bounds each run; waiting for a background run is bounded by the
+    polls it is allowed (pollInterval x maxPollAttempts), not cut at the one-run limit."""
+    engine = Engine(uow_factory)
+    engine.advance._runners = StepRunners(engine.http, None, engine.sandbox, 100)  # runs: 100 ms
+    await engine.start()
+    try:
+        ctx = await engine.tenant()
+
+        async def slow(c: dict) -> str:
+            await asyncio.sleep(1.3)  # longer than the one-run limit (0.1 s + 1 s of grace)
+            return "late but fine"
+
+        engine.sandbox.define("slow", slow)
+        config = {"code": "slow", "language": "javascript", "pollInterval": 100, "maxPollAttempts": 20}
+        flow = await engine.flows.create(
+            ctx, name="Patient", steps=[{"id": "bg", "type": "sandbox_async", "config": config}]
+        )
+        e = (
+            await engine.finished(
+                ctx, flow.id, (await engine.executions.start(ctx, flow.id, {})).execution.id
+            )
+        ).execution
+        assert e.status == "completed", e.error
+        assert e.outputs["bg"]["output"] == "late but fine"
+        short = {**config, "maxPollAttempts": 2}  # 200 ms of polls: not enough
+        flow = await engine.flows.create(
+            ctx, name="Impatient", steps=[{"id": "bg", "type": "sandbox_async", "config": short}]
+        )
+        e = (
+            await engine.finished(
+                ctx, flow.id, (await engine.executions.start(ctx, flow.id, {})).execution.id
+            )
+        ).execution
+        [log] = await engine.executions.logs(ctx, flow.id, e.id)
+        assert log.status == "failed" and log.error["code"] == "TIMEOUT"
+    finally:
+        await engine.stop()
