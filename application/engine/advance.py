@@ -55,7 +55,6 @@ class AdvanceExecution:
         lease_seconds: float = 30.0,
         flow_concurrency: int = 10,
         org_concurrency: int = 50,
-        mode: str = "durable",
         jitter: Callable[[], float] = random.random,
     ) -> None:
         self._uow = uow_factory
@@ -67,7 +66,6 @@ class AdvanceExecution:
         self._lease = timedelta(seconds=lease_seconds)
         self._flow_concurrency = flow_concurrency
         self._org_concurrency = org_concurrency
-        self._mode = mode
         self._jitter = jitter
         self._cancel_events: dict[str, asyncio.Event] = {}
         self._active: set[str] = set()
@@ -82,18 +80,20 @@ class AdvanceExecution:
         event.set()
         return True
 
-    async def __call__(self, org_id: str, execution_id: str) -> Advanced:
+    async def __call__(self, org_id: str, execution_id: str, *, direct: bool = False) -> Advanced:
+        """``direct``: advanced inside the request that started it (``useDurable: false``); step
+        logs say so (``metadata.executionMode``)."""
         # The lease keeps other workers out; this keeps out a second call on this worker (an ARQ
         # process runs several jobs at once, and a sweep may enqueue one for a running execution).
         if execution_id in self._active:
             return Advanced()
         self._active.add(execution_id)
         try:
-            return await self._advance(org_id, execution_id)
+            return await self._advance(org_id, execution_id, "direct" if direct else "durable")
         finally:
             self._active.discard(execution_id)
 
-    async def _advance(self, org_id: str, execution_id: str) -> Advanced:
+    async def _advance(self, org_id: str, execution_id: str, mode: str) -> Advanced:
         now = self._clock.now()
         async with self._uow() as uow:
             execution = await uow.executions.claim(execution_id, self.worker_id, now + self._lease, now)
@@ -121,7 +121,7 @@ class AdvanceExecution:
             if not fresh:  # a new execution has no step states yet; a resumed one has reused ones
                 states = {s.step_id: s for s in await uow.execution_steps.for_execution(org_id, execution_id)}
             await uow.commit()
-        run = ExecutionRun(self, execution, definition, states)
+        run = ExecutionRun(self, execution, definition, states, mode)
         if execution.cancel_requested:  # concluded by the run, which finishes its steps' logs
             run.cancel.set()
         self._cancel_events[execution_id] = run.cancel

@@ -142,7 +142,7 @@ class Executions:
         """Advance an execution in this task until it is over (``useDurable: false``)."""
         give_up = time.monotonic() + DIRECT_MAX_SECONDS
         while time.monotonic() < give_up:
-            advanced = await self._advance(org_id, execution_id)
+            advanced = await self._advance(org_id, execution_id, direct=True)
             if advanced.finished:
                 return
             if advanced.wake_at is not None:

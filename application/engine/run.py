@@ -84,8 +84,10 @@ class ExecutionRun:
         execution: Execution,
         definition: FlowDefinition,
         states: dict[str, StepState],
+        mode: str = "durable",
     ) -> None:
         self.e = engine
+        self.mode = mode
         self.execution = execution
         self.definition = definition
         self.states = states
@@ -369,7 +371,7 @@ class ExecutionRun:
         state = self.states[result.step_id]
         execution, org, flow = self.execution, self.execution.org_id, self.execution.flow_id
         duration = int(result.seconds * 1000)
-        meta = {"executionMode": self.e._mode, "stepType": step.type, "attempt": state.attempt}
+        meta = {"executionMode": self.mode, "stepType": step.type, "attempt": state.attempt}
         if result.skipped:
             status, log_outputs, log_error = (
                 SKIPPED,

@@ -96,6 +96,7 @@ def test_a_flow_of_every_kind_of_step_runs_durably(org: Api, upstream: str, last
     assert first["inputs"]["stepType"] == "data_transform" and first["inputs"]["stepName"] == "shape"
     assert first["inputs"]["variables"]["apiToken"] != "s3cret-value-123"  # masked in logs
     assert first["outputs"]["output"] == {"title": "ADA"} and isinstance(first["outputs"]["duration"], int)
+    assert first["outputs"]["metadata"]["executionMode"] == "durable"
     assert logs[2]["outputs"]["skipped"] is True
     assert all("s3cret-value-123" not in str(log) and TOKEN not in str(log) for log in logs)
 
@@ -112,6 +113,8 @@ def test_direct_execution_answers_with_the_outputs(org: Api) -> None:
     assert response.status_code == 200, response.text
     body = response.json()
     assert body["status"] == "completed" and body["outputs"] == {"hello": "hi bob"}
+    [log] = org.get(f"/flows/{f['id']}/executions/{body['executionId']}/logs").json()
+    assert log["outputs"]["metadata"]["executionMode"] == "direct"
 
 
 def test_failures_retries_and_the_error_of_a_critical_step(org: Api, upstream: str) -> None:
