@@ -111,7 +111,10 @@ def timestamp(moment: datetime | None) -> timestamp_pb2.Timestamp | None:
 def from_timestamp(message: Any, field: str) -> datetime | None:
     if not message.HasField(field):
         return None
-    return getattr(message, field).ToDatetime(tzinfo=UTC)
+    try:
+        return getattr(message, field).ToDatetime(tzinfo=UTC)
+    except (ValueError, OverflowError):  # seconds beyond years 1-9999, or nanos beyond a second
+        raise ValidationFailed([FieldError(field, "Not a valid timestamp", "invalid_date")]) from None
 
 
 # --- enums -----------------------------------------------------------------------------------------
@@ -130,9 +133,17 @@ class EnumMap:
             self._to_text[number] = text
             self._to_number[text] = number
 
-    def text(self, number: int) -> str | None:
-        """The REST string of an enum value; None for the zero value ("not given")."""
-        return self._to_text.get(number)
+    def text(self, number: int, field: str) -> str | None:
+        """The REST string of an enum value; None for the zero value ("not given"). A number the
+        enum does not know (proto3 lets any through) is refused, never taken for "not given"."""
+        if number == 0:
+            return None
+        text = self._to_text.get(number)
+        if text is None:
+            expected = " | ".join(f"'{t}'" for t in self._to_text.values())
+            message = f"Invalid enum value. Expected {expected}, received {number}"
+            raise ValidationFailed([FieldError(field, message, "invalid_enum_value")])
+        return text
 
     def number(self, text: str | None) -> int:
         """The enum value of a REST string; 0 for None or a string the enum does not know."""

@@ -119,6 +119,7 @@ def flow(f: Flow) -> flow_pb2.Flow:
     key = (f.id, f.version, f.updated_at)
     cached = _flows.get(key)
     if cached is not None:
+        _flows.move_to_end(key)  # least recently used goes first
         return flow_pb2.Flow.FromString(cached)
     message = _flow(f)
     _flows[key] = message.SerializeToString()

@@ -47,11 +47,17 @@ SERVICE_NAMES = [cls.service.full_name for cls, _ in _SERVICES]
 class GrpcServer:
     """A started server: its bound port, and the task that keeps the health status current."""
 
-    def __init__(self, container: Container, host: str, port: int) -> None:
+    def __init__(
+        self, container: Container, host: str, port: int, max_message_bytes: int = 1024 * 1024
+    ) -> None:
         self.container = container
         self.address = f"{host}:{port}"
         self.server = grpc.aio.server(
-            options=[("grpc.so_reuseport", 0), ("grpc.max_receive_message_length", 8 * 1024 * 1024)]
+            options=[
+                ("grpc.so_reuseport", 0),
+                # the same request size limit as REST (TOLSTOY_MAX_BODY_BYTES): RESOURCE_EXHAUSTED above it
+                ("grpc.max_receive_message_length", max_message_bytes),
+            ]
         )
         servicers: list[Servicer] = []
         for cls, add in _SERVICES:
@@ -110,7 +116,7 @@ class GrpcServer:
 
 
 async def start_grpc(container: Container, host: str, port: int) -> GrpcServer:
-    server = GrpcServer(container, host, port)
+    server = GrpcServer(container, host, port, container.settings().max_body_bytes)
     await server.start()
     return server
 

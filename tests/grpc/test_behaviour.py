@@ -143,6 +143,26 @@ def test_another_tenants_objects_are_not_found(channel: grpc.Channel, rpc: Clien
 # --- errors --------------------------------------------------------------------------------------------
 
 
+def test_unknown_enum_numbers_and_impossible_timestamps_are_refused(rpc: Client) -> None:
+    """proto3 lets any enum number through: one the contract does not define is refused, never
+    taken for "not given" (which would drop a filter or default a tool to no authentication)."""
+    cases = [
+        lambda: rpc.tools.CreateTool(
+            ts.CreateToolRequest(name="T", base_url="https://x.example", auth_type=99)
+        ),
+        lambda: rpc.tools.ListTools(ts.ListToolsRequest(auth_type=42)),
+        lambda: rpc.flows.ListExecutions(fs.ListExecutionsRequest(flow_id="flow_x", status=42)),
+        lambda: rpc.logs.ListExecutionLogs(ls.ListExecutionLogsRequest(status=42)),
+    ]
+    for call, field in zip(cases, ["auth_type", "auth_type", "status", "status"], strict=True):
+        assert violations(rpc_error(call, Code.INVALID_ARGUMENT)) == [(field, "invalid_enum_value")]
+    assert rpc.tools.ListTools(ts.ListToolsRequest()).tools is not None  # 0 still means "any"
+    request = ls.GetStatsRequest()
+    request.from_time.seconds = 10**13  # far beyond year 9999
+    error = rpc_error(lambda: rpc.logs.GetStats(request), Code.INVALID_ARGUMENT)
+    assert violations(error) == [("from_time", "invalid_date")]
+
+
 def test_bad_requests_are_invalid_argument_with_field_violations(rpc: Client) -> None:
     error = rpc_error(
         lambda: rpc.tools.CreateTool(ts.CreateToolRequest(name="T", base_url="not a url")),
@@ -351,3 +371,12 @@ def test_reflection_lists_the_services(channel: grpc.Channel) -> None:
     assert set(SERVICE_NAMES) <= names
     assert {"grpc.health.v1.Health", "grpc.reflection.v1alpha.ServerReflection"} <= names
     assert answers[1].file_descriptor_response.file_descriptor_proto
+
+
+def test_requests_over_the_body_limit_are_refused_like_rest(rpc: Client) -> None:
+    """The shared server runs with TOLSTOY_MAX_BODY_BYTES=64 KiB, for gRPC as for REST."""
+    big = rpc_error(
+        lambda: rpc.users.CreateUser(us.CreateUserRequest(email="a@example.com", name="x" * 100_000)),
+        Code.RESOURCE_EXHAUSTED,
+    )
+    assert big.code() == Code.RESOURCE_EXHAUSTED

@@ -32,7 +32,7 @@ from tests.support import ADMIN_TOKEN, Api, LiveServer
 
 # enum value name -> REST string ("AUTH_TYPE_API_KEY" -> "api_key")
 ENUM_TEXT = {
-    name: enum_map.text(number)
+    name: enum_map.text(number, name)
     for enum, enum_map in (
         (tool_pb2.AuthType, p.AUTH_TYPES),
         (action_pb2.HttpMethod, p.METHODS),

@@ -17,7 +17,7 @@ from entrypoints.grpc.gen.tolstoy.v1 import organization_service_pb2 as os_
 from entrypoints.grpc.gen.tolstoy.v1 import tool_service_pb2 as ts
 from entrypoints.grpc.gen.tolstoy.v1 import user_service_pb2 as us
 from tests.grpc.conftest import Client
-from tests.grpc.helpers import rpc_error, struct, values, wait
+from tests.grpc.helpers import rpc_error, struct, values, violations, wait
 
 Code = grpc.StatusCode
 
@@ -173,7 +173,7 @@ def test_actions(rpc: Client, upstream: str) -> None:
         lambda: rpc.actions.ExecuteAction(acs.ExecuteActionRequest(action_id=action.id)),
         Code.INVALID_ARGUMENT,
     )
-    assert "title" in bad.details() or bad.details()
+    assert ("title", "required") in violations(bad)
 
     rpc_error(lambda: rpc.tools.DeleteTool(ts.DeleteToolRequest(id=tool.id)), Code.FAILED_PRECONDITION)
     assert rpc.actions.DeleteAction(acs.DeleteActionRequest(id=action.id)).action.id == action.id

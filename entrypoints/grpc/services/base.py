@@ -46,7 +46,7 @@ SCALAR, STRUCT, LIST = "scalar", "struct", "list"
 def _read(request: Any, name: str, kind: str | EnumMap) -> tuple[bool, Any]:
     if isinstance(kind, EnumMap):
         number = getattr(request, name)
-        return number != 0, kind.text(number)
+        return number != 0, kind.text(number, name)
     if not request.HasField(name):
         return False, None
     value = getattr(request, name)

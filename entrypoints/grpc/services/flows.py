@@ -61,7 +61,7 @@ class FlowService(Servicer, flows_grpc.FlowServiceServicer):
 
     async def ListExecutions(self, request: flows_pb.ListExecutionsRequest, context: Context):
         ctx = await self.tenant(context)
-        status = p.EXECUTION_STATUSES.text(request.status)
+        status = p.EXECUTION_STATUSES.text(request.status, "status")
         found = await self.container.executions().list(ctx, request.flow_id, status, page(request))
         return flows_pb.ListExecutionsResponse(executions=[p.execution(e) for e in found])
 
@@ -104,7 +104,7 @@ class ExecutionLogService(Servicer, logs_grpc.ExecutionLogServiceServicer):
         ctx = await self.tenant(context)
         filters = {
             name: given(request, name) for name in ("flow_id", "execution_id", "step_key", "user_id")
-        } | {"status": p.LOG_STATUSES.text(request.status)}
+        } | {"status": p.LOG_STATUSES.text(request.status, "status")}
         found = await self.container.execution_logs().list(ctx, page(request), filters)
         return logs_pb.ListExecutionLogsResponse(execution_logs=[p.execution_log(e) for e in found])
 

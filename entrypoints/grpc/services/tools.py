@@ -30,7 +30,7 @@ class ToolService(Servicer, tools_grpc.ToolServiceServicer):
         ctx = await self.tenant(context)
         fields = _present(
             key=given(request, "key"),
-            auth_type=p.AUTH_TYPES.text(request.auth_type),
+            auth_type=p.AUTH_TYPES.text(request.auth_type, "auth_type"),
             options=optional_struct(request, "options"),
         )
         tool = await self.container.tools().create(
@@ -40,7 +40,10 @@ class ToolService(Servicer, tools_grpc.ToolServiceServicer):
 
     async def ListTools(self, request: tools_pb.ListToolsRequest, context: Context):
         ctx = await self.tenant(context)
-        filters = {"key": given(request, "key"), "auth_type": p.AUTH_TYPES.text(request.auth_type)}
+        filters = {
+            "key": given(request, "key"),
+            "auth_type": p.AUTH_TYPES.text(request.auth_type, "auth_type"),
+        }
         found = await self.container.tools().list(ctx, page(request), filters)
         return tools_pb.ListToolsResponse(tools=[p.tool(t) for t in found])
 
@@ -90,7 +93,7 @@ class ActionService(Servicer, actions_grpc.ActionServiceServicer):
         ctx = await self.tenant(context)
         fields = _present(
             key=given(request, "key"),
-            method=p.METHODS.text(request.method),
+            method=p.METHODS.text(request.method, "method"),
             headers=optional_struct(request, "headers"),
             input_schema=optional_list(request, "input_schema"),
         )
@@ -104,7 +107,7 @@ class ActionService(Servicer, actions_grpc.ActionServiceServicer):
         filters = {
             "tool_id": given(request, "tool_id"),
             "key": given(request, "key"),
-            "method": p.METHODS.text(request.method),
+            "method": p.METHODS.text(request.method, "method"),
         }
         found = await self.container.actions().list(ctx, page(request), filters)
         return actions_pb.ListActionsResponse(actions=[p.action(a) for a in found])
