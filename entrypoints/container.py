@@ -105,7 +105,7 @@ def _sandbox(settings: Settings) -> Sandbox:
 def worker_id(settings: Settings) -> str:
     """Who holds an execution's lease. The embedded default has one process per data directory,
     so a restarted server takes its executions back at once instead of waiting for leases to expire."""
-    if settings.embedded:
+    if settings.embedded and settings.engine_kind == "inprocess":  # ARQ workers are processes of their own
         return f"embedded@{socket.gethostname()}"[:64]
     return f"{socket.gethostname()}:{os.getpid()}"[:64]
 

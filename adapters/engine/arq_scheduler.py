@@ -51,15 +51,13 @@ class ArqScheduler:
             await self._pool.aclose()
             self._pool = None
 
-    async def schedule(
-        self, org_id: str, execution_id: str, at: datetime | None = None, *, key: str | None = None
-    ) -> None:
-        """``key`` names a job that must not be queued twice (``admit``: called in for a slot)."""
+    async def schedule(self, org_id: str, execution_id: str, at: datetime | None = None) -> None:
         redis = await self._redis()
         if at is not None and at <= datetime.now(UTC):
             at = None
-        name = f"advance:{execution_id}:{key}" if key else job_id(execution_id, at)
-        await redis.enqueue_job("advance", org_id, execution_id, _job_id=name, _defer_until=at)
+        await redis.enqueue_job(
+            "advance", org_id, execution_id, _job_id=job_id(execution_id, at), _defer_until=at
+        )
 
     async def abort(self, execution_id: str) -> None:
         redis = await self._redis()

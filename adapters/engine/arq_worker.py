@@ -43,7 +43,7 @@ async def advance(ctx: dict[str, Any], org_id: str, execution_id: str) -> None:
         async with rt.uow_factory(read_only=True) as uow:
             waiting = await uow.executions.waiting_for_slot(org_id, ADMIT_BATCH)
         for execution_id in waiting:
-            await rt.scheduler.schedule(org_id, execution_id, key="admit")
+            await rt.scheduler.schedule(org_id, execution_id)
 
 
 async def sweep(ctx: dict[str, Any]) -> None:

@@ -127,8 +127,8 @@ class AdvanceExecution:
         self._cancel_events[execution_id] = run.cancel
         try:
             return await run.go()
-        except asyncio.CancelledError:  # shutting down: let another worker take it at once
-            await asyncio.shield(self._release(execution_id))
+        except (asyncio.CancelledError, Exception):  # shutting down, or the database away: let
+            await asyncio.shield(self._release(execution_id))  # the next advance take it at once
             raise
         finally:
             self._cancel_events.pop(execution_id, None)

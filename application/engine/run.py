@@ -20,6 +20,7 @@ from typing import TYPE_CHECKING, Any
 
 from application.engine.steps import StepContext, StepFailed
 from application.ports import SandboxSession, UnitOfWork
+from domain import rules
 from domain.credentials import MASK, is_sensitive
 from domain.execution import (
     CANCELLED,
@@ -38,6 +39,7 @@ from domain.execution import (
 from domain.execution_log import ExecutionLog
 from domain.flow_definition import FlowDefinition, StepDefinition
 from domain.ids import new_id
+from domain.rules import Problems
 
 if TYPE_CHECKING:
     from application.engine.advance import AdvanceExecution
@@ -75,6 +77,26 @@ class _Finish:
     logs: list[dict[str, Any]] = field(default_factory=list)
 
 
+def _storable(result: _Finish) -> _Finish:
+    """What a step returned must be storable JSON (no NUL characters, finite numbers, bounded
+    nesting) on every database; otherwise the step fails for good, instead of its checkpoint
+    failing, and the step being sent again, forever."""
+    problems = Problems()
+    document: dict[str, Any] = {"output": result.output, "logs": result.logs}
+    if result.error is not None:
+        document["error"] = result.error.as_error()
+    rules.json_object(problems, "result", document)
+    if not problems.errors:
+        return result
+    first = problems.errors[0]
+    failure = StepFailed(
+        f"The step's result cannot be stored ({first.field}: {first.message})",
+        "OUTPUT_NOT_STORABLE",
+        retryable=False,
+    )
+    return _Finish(result.step_id, error=failure, seconds=result.seconds)
+
+
 class ExecutionRun:
     """One claim's worth of progress on one execution."""
 
@@ -94,6 +116,10 @@ class ExecutionRun:
         self.tasks: dict[str, asyncio.Task[_Finish]] = {}
         self.cancel = asyncio.Event()
         self.lost = False
+        self.stopping = False  # concluding (cancel or timeout): failures are final, no retries
+        # Steps written in the checkpoint being built: a batched checkpoint is one statement, in
+        # which a row may be written only once, so a step recorded in it starts in the next one.
+        self.touched: set[str] = set()
         self.logs: dict[str, ExecutionLog] = {}  # log rows this run started, by id
 
     def _outputs(self) -> dict[str, Any]:
@@ -147,6 +173,7 @@ class ExecutionRun:
             stop = self._stop_reason(now)
             if stop is not None:
                 return await self._stop(stop, finished, now)
+            self.touched = set()
             async with self.e._uow(batched=True) as uow:  # a checkpoint: one statement
                 for result in finished:
                     await self._record(uow, result, now)
@@ -160,14 +187,13 @@ class ExecutionRun:
                     await self._finish(uow, decision.outcome, decision.failed_step, now)
                     await uow.commit()
                     return Advanced(finished=True)
-                started = [
-                    await self._begin(uow, s, now, rerun=s in decision.rerun)
-                    for s in (*decision.start, *decision.rerun)
-                ]
+                ready = [s for s in (*decision.start, *decision.rerun) if s not in self.touched]
+                again = len(ready) < len(decision.start) + len(decision.rerun)  # e.g. a retry due at once
+                started = [await self._begin(uow, s, now, rerun=s in decision.rerun) for s in ready]
                 wake = decision.next_at
                 if wake is not None and self.execution.deadline_at is not None:
                     wake = min(wake, self.execution.deadline_at)  # the flow's timeout ends the wait
-                sleeping = not self.tasks and not any(started) and wake is not None
+                sleeping = not self.tasks and not any(started) and wake is not None and not again
                 if sleeping and wake - now > SOON:
                     await uow.executions.save_and_release(
                         self.execution.but(now, wake_at=wake, lease_owner=None, lease_until=None)
@@ -177,11 +203,13 @@ class ExecutionRun:
                 await uow.commit()
             for step in (s for s in started if s is not None):
                 self.tasks[step.id] = asyncio.create_task(self._execute(step, sandbox))
+            if not self.tasks and again:
+                continue  # the steps held back from this checkpoint start in the next
             if not self.tasks:
                 if wake is not None:
                     await asyncio.sleep(max(0.0, (wake - self.e._clock.now()).total_seconds()))
                 continue
-            finished = await self._wait(decision.next_at)
+            finished = await self._wait(now if again else decision.next_at)
 
     async def _wait(self, next_at: datetime | None) -> list[_Finish]:
         cancel = asyncio.create_task(self.cancel.wait())
@@ -216,6 +244,7 @@ class ExecutionRun:
         return None
 
     async def _stop(self, reason: str, finished: list[_Finish], now: datetime) -> Advanced:
+        self.stopping = True
         for task in self.tasks.values():
             task.cancel()
         await asyncio.gather(*self.tasks.values(), return_exceptions=True)
@@ -289,6 +318,7 @@ class ExecutionRun:
         self, uow: UnitOfWork, step_id: str, now: datetime, *, rerun: bool
     ) -> StepDefinition | None:
         """Record the start of an attempt (a rerun keeps its attempt and its log row)."""
+        self.touched.add(step_id)
         step = self.definition.step(step_id)
         state = self.states.get(step_id) or StepState.new(
             self.execution.org_id, self.execution.id, step_id, now
@@ -367,11 +397,13 @@ class ExecutionRun:
 
     async def _record(self, uow: UnitOfWork, result: _Finish, now: datetime) -> None:
         """Checkpoint one finished attempt: the step's state, its log row and its event."""
+        self.touched.add(result.step_id)
         step = self.definition.step(result.step_id)
         state = self.states[result.step_id]
         execution, org, flow = self.execution, self.execution.org_id, self.execution.flow_id
         duration = int(result.seconds * 1000)
         meta = {"executionMode": self.mode, "stepType": step.type, "attempt": state.attempt}
+        result = _storable(result)
         if result.skipped:
             status, log_outputs, log_error = (
                 SKIPPED,
@@ -399,7 +431,7 @@ class ExecutionRun:
                 if result.error.retryable
                 else None
             )
-            if when is not None and not self.cancel.is_set():
+            if when is not None and not self.cancel.is_set() and not self.stopping:
                 state = state.but(now, status=WAITING, error=log_error, next_at=when)
                 self.e._metrics.step_retried(org, flow, step.id)
                 log_outputs["retryAt"] = when.isoformat().replace("+00:00", "Z")

@@ -110,6 +110,8 @@ def test_the_engine_and_the_sandbox_are_chosen_from_settings(tmp_path: Path) -> 
     assert ":" in production.advance().worker_id  # host:pid, one per worker process
     forced = build_container(settings(REDIS_URL="redis://h:6379/0", TOLSTOY_ENGINE="inprocess"))
     assert isinstance(forced.scheduler(), InProcessScheduler)
+    # SQLite with ARQ workers: every worker process needs a lease identity of its own
+    assert ":" in build_container(settings(REDIS_URL="redis://h:6379/0")).advance().worker_id
     with pytest.raises(ValueError, match="REDIS_URL"):
         settings(TOLSTOY_ENGINE="arq").engine_kind  # noqa: B018
     daytona = build_container(

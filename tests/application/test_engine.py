@@ -504,3 +504,52 @@ async def test_a_background_run_may_be_waited_for_longer_than_one_run_may_last(u
         assert log.status == "failed" and log.error["code"] == "TIMEOUT"
     finally:
         await engine.stop()
+
+
+async def test_a_retry_due_at_once_starts_in_the_next_checkpoint(engine: Engine) -> None:
+    """baseDelayMs 0: the retry is due in the same checkpoint that recorded the failure. A batched
+    checkpoint may write a row once (one statement on PostgreSQL; the fake refuses a second write),
+    so the new attempt begins in the next checkpoint, and every attempt is kept."""
+    ctx = await engine.tenant()
+    engine.http.route("http://api.test/again", lambda r, n: (503, {}) if n < 3 else (200, {"n": n}))
+    retry = {"maxRetries": 3, "backoffStrategy": "fixed", "baseDelayMs": 0, "maxDelayMs": 0}
+    flow = await engine.flows.create(
+        ctx,
+        name="At once",
+        steps=[
+            {"id": "call", "type": "http_request", "config": {"url": "http://api.test/again"}, "retry": retry}
+        ],
+    )
+    e = (
+        await engine.finished(ctx, flow.id, (await engine.executions.start(ctx, flow.id, {})).execution.id)
+    ).execution
+    assert e.status == "completed", e.error
+    assert await engine.logs(ctx, flow.id, e.id) == [
+        ("call", "failed"),
+        ("call", "failed"),
+        ("call", "completed"),
+    ]
+    view = await engine.executions.get(ctx, flow.id, e.id)
+    assert [(s.status, s.attempt) for s in view.steps] == [("completed", 3)]
+
+
+async def test_a_result_that_cannot_be_stored_fails_its_step_for_good(engine: Engine) -> None:
+    """An upstream answer with a NUL character (PostgreSQL's JSONB refuses it) fails the step with
+    OUTPUT_NOT_STORABLE, once: it is not retried, and the checkpoint still commits."""
+    ctx = await engine.tenant()
+    engine.http.route("http://api.test/nul", lambda r, n: (200, {"text": "a\x00b"}))
+    retry = {"maxRetries": 3, "backoffStrategy": "fixed", "baseDelayMs": 10, "maxDelayMs": 10}
+    flow = await engine.flows.create(
+        ctx,
+        name="Unstorable",
+        steps=[
+            {"id": "call", "type": "http_request", "config": {"url": "http://api.test/nul"}, "retry": retry}
+        ],
+    )
+    e = (
+        await engine.finished(ctx, flow.id, (await engine.executions.start(ctx, flow.id, {})).execution.id)
+    ).execution
+    assert e.status == "completed"  # not critical: recorded, and the flow went on
+    [log] = await engine.executions.logs(ctx, flow.id, e.id)
+    assert log.status == "failed" and log.error["code"] == "OUTPUT_NOT_STORABLE"
+    assert len(engine.http.calls("http://api.test/nul")) == 1
