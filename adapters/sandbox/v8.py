@@ -29,7 +29,7 @@ timers, ``Deno`` or ``Bun``, and ``import()`` is refused by mini-racer.
 A run
 -----
 The code is a function body (``expression=True``: one expression) compiled with the ``Function``
-constructor, so it cannot break out of its wrapper; it runs in strict mode as
+constructor: whatever it writes after a closing brace never runs outside that function; it runs in strict mode as
 ``function (context, input)``, with ``variables``, ``stepOutputs``, ``meta`` and ``utils`` also in
 scope as names (from an enclosing function, so the code may still declare its own ``meta``).
 ``context``/``input`` is ``{variables, stepOutputs, meta, utils}``, parsed by ``JSON.parse`` from a
@@ -74,6 +74,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import math
 import re
 import secrets
 import threading
@@ -452,9 +453,30 @@ def _failure(
     )
 
 
-def unsupported_message(language: str) -> str:
+def _finite(value: Any) -> Any:
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    if isinstance(value, dict):
+        return {k: _finite(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_finite(v) for v in value]
+    return value
+
+
+def _context_json(context: Any) -> str:
+    """The context as JSON. NaN and infinities become null, as orjson writes them in the
+    child-process sandbox: JSON.parse would refuse them, which would look like a stopped isolate."""
+    try:
+        return json.dumps(context, ensure_ascii=False, separators=(",", ":"), default=str, allow_nan=False)
+    except ValueError as exc:
+        if "Out of range float" not in str(exc):
+            raise
+        return json.dumps(_finite(context), ensure_ascii=False, separators=(",", ":"), default=str)
+
+
+def unsupported_message(language: str | None) -> str:
     return (
-        f"{language.strip().capitalize() or 'This'} code needs a Daytona sandbox: set SANDBOX_BACKEND=daytona "
+        f"{(language or '').strip().capitalize() or 'This'} code needs a Daytona sandbox: set SANDBOX_BACKEND=daytona "
         "(the embedded V8 sandbox runs JavaScript only)"
     )
 
@@ -494,7 +516,7 @@ class V8Session:
         timeout_ms = run.timeout_ms if run.timeout_ms > 0 else self._sandbox.default_timeout_ms
         deadline = started + timeout_ms / 1000
         try:
-            context_json = json.dumps(run.context, ensure_ascii=False, separators=(",", ":"), default=str)
+            context_json = _context_json(run.context)
         except (TypeError, ValueError) as exc:
             return _failure(
                 "RUNTIME_ERROR",

@@ -68,6 +68,7 @@ from typing import Any
 import orjson
 
 from adapters.sandbox.v8 import LANGUAGES, RESULTS_KEPT, UNKNOWN_SESSION, V8Sandbox, unsupported_message
+from adapters.sandbox.v8 import _failure as failure
 from adapters.sandbox.v8_host import HEADER, JSON_MODULE, LENGTH, decode, encode, frame, result_from_wire
 from application.ports import SandboxResult, SandboxRun
 
@@ -305,15 +306,6 @@ class _Slot:
         self.spawning: asyncio.Task[_Child] | None = None
 
 
-def _failure(code: str, message: str, started: float, session_id: str | None = None) -> SandboxResult:
-    return SandboxResult(
-        success=False,
-        error={"message": message, "code": code},
-        execution_ms=int((time.perf_counter() - started) * 1000),
-        session_id=session_id,
-    )
-
-
 def _wire(run: SandboxRun) -> list[Any]:
     return [run.code, run.language, run.context, run.timeout_ms, run.expression]
 
@@ -349,44 +341,44 @@ class ProcessV8Session:
     async def run(self, run: SandboxRun) -> SandboxResult:
         started = time.perf_counter()
         if (run.language or "").strip().lower() not in LANGUAGES:
-            return self._failure("UNSUPPORTED_LANGUAGE", unsupported_message(run.language), started)
+            return self.failure("UNSUPPORTED_LANGUAGE", unsupported_message(run.language), started)
         sandbox = self._sandbox
         if self._closed or sandbox.closed:
-            return self._failure("SANDBOX_UNAVAILABLE", "the V8 sandbox session is closed", started)
+            return self.failure("SANDBOX_UNAVAILABLE", "the V8 sandbox session is closed", started)
         try:
             body = encode(["run", self.session_id, *_wire(run)])
         except _UNSERIALISABLE as exc:
-            return self._failure("RUNTIME_ERROR", f"the context is not JSON-serialisable: {exc}", started)
+            return self.failure("RUNTIME_ERROR", f"the context is not JSON-serialisable: {exc}", started)
         timeout_ms = run.timeout_ms if run.timeout_ms > 0 else sandbox.default_timeout_ms
         for attempt in range(2):
             try:
                 child = await self._bind()
                 request_id, future = child.send(body)
             except _Unavailable as exc:
-                return self._failure("SANDBOX_UNAVAILABLE", exc.message, started)
+                return self.failure("SANDBOX_UNAVAILABLE", exc.message, started)
             except _Gone:  # it died before the run was sent: nothing lost, take a new one
                 if attempt == 0:
                     continue
-                return self._failure("SANDBOX_UNAVAILABLE", "the sandbox process keeps stopping", started)
+                return self.failure("SANDBOX_UNAVAILABLE", "the sandbox process keeps stopping", started)
             try:
                 wire = await child.wait(
                     request_id, future, timeout_ms / 1000 + _WATCHDOG_S, cancel_remote=True
                 )
             except _Gone:
                 if child.closing or sandbox.closed:
-                    return self._failure(
+                    return self.failure(
                         "SANDBOX_UNAVAILABLE", "the V8 sandbox was closed while running this code", started
                     )
-                return self._failure("SANDBOX_CRASHED", CRASHED_MESSAGE, started)
+                return self.failure("SANDBOX_CRASHED", CRASHED_MESSAGE, started)
             except _Unavailable as exc:
-                return self._failure("SANDBOX_UNAVAILABLE", exc.message, started)
+                return self.failure("SANDBOX_UNAVAILABLE", exc.message, started)
             except RuntimeError as exc:
-                return self._failure("SANDBOX_UNAVAILABLE", str(exc), started)
+                return self.failure("SANDBOX_UNAVAILABLE", str(exc), started)
             return result_from_wire(wire)
         raise AssertionError("unreachable")
 
-    def _failure(self, code: str, message: str, started: float) -> SandboxResult:
-        return _failure(code, message, started, self.session_id)
+    def failure(self, code: str, message: str, started: float) -> SandboxResult:
+        return failure(code, message, started, self.session_id)
 
     def close(self) -> None:
         self._closed = True
@@ -538,7 +530,7 @@ class ProcessV8Sandbox:
         try:
             body = encode(["start", *_wire(run)])
         except _UNSERIALISABLE as exc:
-            failed = _failure("RUNTIME_ERROR", f"the context is not JSON-serialisable: {exc}", started)
+            failed = failure("RUNTIME_ERROR", f"the context is not JSON-serialisable: {exc}", started)
         else:
             try:
                 child = await self._least_loaded()
@@ -547,9 +539,9 @@ class ProcessV8Sandbox:
                     await child.wait(request_id, future, _REQUEST_TIMEOUT_S, cancel_remote=False)
                 )
             except _Unavailable as exc:
-                failed = _failure("SANDBOX_UNAVAILABLE", exc.message, started)
+                failed = failure("SANDBOX_UNAVAILABLE", exc.message, started)
             except (_Gone, RuntimeError):
-                failed = _failure("SANDBOX_CRASHED", CRASHED_MESSAGE, started)
+                failed = failure("SANDBOX_CRASHED", CRASHED_MESSAGE, started)
             else:
                 self._background[session_id] = child
                 while len(self._background) > RESULTS_KEPT * 2 * len(self._slots):

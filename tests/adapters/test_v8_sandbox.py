@@ -305,9 +305,12 @@ async def test_syntax_errors_say_where(sandbox: V8Sandbox) -> None:
         assert "const b = ;" in r.error["stack"]
         r = await s.run(js("variables.n >", expression=True))
         assert r.error["code"] == "SYNTAX_ERROR"
-        # The code cannot close its wrapper and run outside of it (nor outside of its time limit).
-        r = await s.run(js("}); while (true) {} (function () {", timeout_ms=200))
-        assert r.error["code"] == "SYNTAX_ERROR"
+        # Closing the wrapper early does not get code run outside of it (nor outside its time
+        # limit): the loop written after the brace never runs, or the code is refused.
+        for escape in ("}; while (true) {}; function f() {", "return 1 }; while (true) {}; (function () {"):
+            r = await s.run(js(escape, timeout_ms=5000))
+            assert r.execution_ms < 1000, escape
+            assert r.success or r.error["code"] == "SYNTAX_ERROR", r.error
         assert (await s.run(js("return 7"))).output == 7
 
 
@@ -378,3 +381,16 @@ async def test_a_closed_sandbox_refuses_politely() -> None:
         await sandbox.aclose()
         r = await s.run(js("return 1"))
     assert r.error["code"] == "SANDBOX_UNAVAILABLE"
+
+
+async def test_non_finite_numbers_in_the_context_arrive_as_null(sandbox: V8Sandbox) -> None:
+    nan = {**CONTEXT, "variables": {"x": float("nan"), "y": float("inf")}}
+    async with sandbox.session() as s:
+        r = await s.run(js("return [variables.x, variables.y]", nan))
+    assert (r.success, r.output) == (True, [None, None])
+
+
+async def test_a_missing_language_is_an_unsupported_language(sandbox: V8Sandbox) -> None:
+    async with sandbox.session() as s:
+        r = await s.run(SandboxRun(code="return 1", language=None, context=CONTEXT))  # type: ignore[arg-type]
+    assert r.error["code"] == "UNSUPPORTED_LANGUAGE"
