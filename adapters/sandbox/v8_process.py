@@ -378,7 +378,7 @@ class ProcessV8Session:
         raise AssertionError("unreachable")
 
     def failure(self, code: str, message: str, started: float) -> SandboxResult:
-        return failure(code, message, started, self.session_id)
+        return failure(code, message, started, session_id=self.session_id)
 
     def close(self) -> None:
         self._closed = True
