@@ -49,6 +49,33 @@ async def _emails(uow: Any, org_id: str, executions: list[Execution]) -> dict[st
     return found
 
 
+@dataclass(frozen=True, slots=True)
+class FlowMetrics:
+    total_executions: int
+    status_breakdown: dict[str, int]  # every status, zero when none
+    success_rate: float  # percent of executions completed, 1 decimal
+
+
+@dataclass(frozen=True, slots=True)
+class ExecutionStats:
+    total_executions: int
+    completed_steps: int
+    failed_steps: int
+    skipped_steps: int
+    avg_execution_time_ms: int
+    success_rate: float  # percent of finished step runs that completed, 1 decimal
+    start: datetime | None
+    end: datetime | None
+
+
+def parse_period(start: str | None, end: str | None) -> tuple[datetime | None, datetime | None]:
+    """REST's ``from``/``to``: dates (``to`` inclusive: the end of that day) or ISO 8601 times."""
+    p = Problems()
+    period = _period(start, "from", False, p), _period(end, "to", True, p)
+    p.raise_if_any()
+    return period
+
+
 def _period(raw: str | None, field: str, end: bool, p: Problems) -> datetime | None:
     if raw is None or raw == "":
         return None
@@ -63,14 +90,6 @@ def _period(raw: str | None, field: str, end: bool, p: Problems) -> datetime | N
             field, f"Expected a date (YYYY-MM-DD) or an ISO 8601 time, received '{raw[:40]}'", "invalid_date"
         )
         return None
-
-
-def _iso(moment: datetime | None) -> str | None:
-    return (
-        None
-        if moment is None
-        else moment.astimezone(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
-    )
 
 
 class Executions:
@@ -195,7 +214,7 @@ class Executions:
             )
         return sorted(found, key=lambda log: (log.created_at, log.id))
 
-    async def metrics(self, ctx: TenantContext, flow_id: str) -> dict[str, Any]:
+    async def metrics(self, ctx: TenantContext, flow_id: str) -> FlowMetrics:
         async with self._uow(read_only=True) as uow:
             if await uow.flows.get(ctx.org_id, flow_id) is None:
                 raise NotFound("Flow", flow_id)
@@ -205,27 +224,25 @@ class Executions:
             status: counts.get(status, 0) for status in (COMPLETED, "failed", "running", QUEUED, "cancelled")
         }
         rate = round(counts.get(COMPLETED, 0) * 100 / total, 1) if total else 0.0
-        return {"totalExecutions": total, "statusBreakdown": breakdown, "successRate": rate}
+        return FlowMetrics(total, breakdown, rate)
 
-    async def stats(self, ctx: TenantContext, start: str | None, end: str | None) -> dict[str, Any]:
-        p = Problems()
-        begin, finish = _period(start, "from", False, p), _period(end, "to", True, p)
-        if begin and finish and begin > finish:
-            p.add("from", "'from' is after 'to'", "invalid_range")
-        p.raise_if_any()
+    async def stats(self, ctx: TenantContext, start: datetime | None, end: datetime | None) -> ExecutionStats:
+        if start and end and start > end:
+            raise ValidationFailed([FieldError("from", "'from' is after 'to'", "invalid_range")])
         async with self._uow(read_only=True) as uow:
-            counts = await uow.execution_logs.stats(ctx.org_id, begin, finish)
-            average = await uow.executions.average_duration_ms(ctx.org_id, begin, finish)
+            counts = await uow.execution_logs.stats(ctx.org_id, start, end)
+            average = await uow.executions.average_duration_ms(ctx.org_id, start, end)
         steps = counts["completed"] + counts["failed"] + counts["skipped"]
-        return {
-            "totalExecutions": counts["executions"],
-            "completedSteps": counts["completed"],
-            "failedSteps": counts["failed"],
-            "skippedSteps": counts["skipped"],
-            "avgExecutionTime": round(average) if average is not None else 0,
-            "successRate": round(counts["completed"] * 100 / steps, 1) if steps else 0.0,
-            "timeRange": {"from": _iso(begin), "to": _iso(finish)},
-        }
+        return ExecutionStats(
+            total_executions=counts["executions"],
+            completed_steps=counts["completed"],
+            failed_steps=counts["failed"],
+            skipped_steps=counts["skipped"],
+            avg_execution_time_ms=round(average) if average is not None else 0,
+            success_rate=round(counts["completed"] * 100 / steps, 1) if steps else 0.0,
+            start=start,
+            end=end,
+        )
 
     async def watch(
         self, ctx: TenantContext, flow_id: str, exec_id: str, *, poll_seconds: float = WATCH_POLL_SECONDS

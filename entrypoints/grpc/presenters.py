@@ -8,7 +8,7 @@ from datetime import datetime
 from typing import Any
 
 from application.credentials import CredentialStatus, CredentialView
-from application.engine.executions import ExecutionView
+from application.engine.executions import ExecutionStats, ExecutionView, FlowMetrics
 from application.execute_action import ActionResult
 from domain.events import OutboxEvent
 from domain.execution import Execution
@@ -262,28 +262,23 @@ def action_result(result: ActionResult) -> action_service_pb2.ExecuteActionRespo
     )
 
 
-def flow_metrics(metrics: dict[str, Any]) -> flow_service_pb2.GetFlowMetricsResponse:
+def flow_metrics(metrics: FlowMetrics) -> flow_service_pb2.GetFlowMetricsResponse:
     return flow_service_pb2.GetFlowMetricsResponse(
-        total_executions=metrics["totalExecutions"],
-        status_breakdown=metrics["statusBreakdown"],
-        success_rate=metrics["successRate"],
+        total_executions=metrics.total_executions,
+        status_breakdown=metrics.status_breakdown,
+        success_rate=metrics.success_rate,
     )
 
 
-def _parse(iso: str | None) -> Any:
-    return None if iso is None else timestamp(datetime.fromisoformat(iso.replace("Z", "+00:00")))
-
-
-def stats(found: dict[str, Any]) -> execution_log_service_pb2.GetStatsResponse:
-    period = found["timeRange"]
+def stats(found: ExecutionStats) -> execution_log_service_pb2.GetStatsResponse:
     return execution_log_service_pb2.GetStatsResponse(
-        total_executions=found["totalExecutions"],
-        completed_steps=found["completedSteps"],
-        failed_steps=found["failedSteps"],
-        skipped_steps=found["skippedSteps"],
-        avg_execution_time=found["avgExecutionTime"],
-        success_rate=found["successRate"],
+        total_executions=found.total_executions,
+        completed_steps=found.completed_steps,
+        failed_steps=found.failed_steps,
+        skipped_steps=found.skipped_steps,
+        avg_execution_time=found.avg_execution_time_ms,
+        success_rate=found.success_rate,
         time_range=common_pb2.TimeRange(
-            **_set(from_time=_parse(period["from"]), to_time=_parse(period["to"]))
+            **_set(from_time=timestamp(found.start), to_time=timestamp(found.end))
         ),
     )

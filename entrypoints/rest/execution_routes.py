@@ -5,6 +5,7 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Query, Request
 from pydantic import BaseModel, Field
 
+from application.engine.executions import parse_period
 from entrypoints.rest import presenters as p
 from entrypoints.rest.deps import Paging, Tenant, tenant
 from entrypoints.rest.resource_router import ERRORS
@@ -102,7 +103,7 @@ async def execution_logs(request: Request, flow_id: str, execution_id: str) -> J
 
 @flows.get("/{flow_id}/metrics", summary="Execution counts by status and the success rate")
 async def flow_metrics(request: Request, flow_id: str) -> JSONBytes:
-    return json(await _executions(request).metrics(await tenant(request), flow_id))
+    return json(p.flow_metrics(await _executions(request).metrics(await tenant(request), flow_id)))
 
 
 @logs.get("/stats", summary="Step and execution statistics over an optional time range")
@@ -112,7 +113,8 @@ async def stats(
     start: Annotated[str | None, Query(alias="from", description="YYYY-MM-DD or ISO 8601")] = None,
     end: Annotated[str | None, Query(alias="to", description="YYYY-MM-DD (inclusive) or ISO 8601")] = None,
 ) -> JSONBytes:
-    return json(await _executions(request).stats(ctx, start, end))
+    begin, finish = parse_period(start, end)
+    return json(p.execution_stats(await _executions(request).stats(ctx, begin, finish)))
 
 
 @logs.get("/{flow_id}/execution/{execution_id}", summary="The step logs of one execution of a flow")

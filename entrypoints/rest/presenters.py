@@ -6,7 +6,7 @@ import re
 from datetime import datetime
 from typing import Any
 
-from application.engine.executions import ExecutionView
+from application.engine.executions import ExecutionStats, ExecutionView, FlowMetrics
 from domain.audit import AuditEvent
 from domain.execution import Execution
 from domain.execution_log import ExecutionLog
@@ -168,4 +168,24 @@ def flow_version(v: FlowVersion) -> dict[str, Any]:
         "settings": v.settings,
         "createdBy": v.created_by,
         "createdAt": iso(v.created_at),
+    }
+
+
+def flow_metrics(m: FlowMetrics) -> dict[str, Any]:
+    return {
+        "totalExecutions": m.total_executions,
+        "statusBreakdown": m.status_breakdown,
+        "successRate": m.success_rate,
+    }
+
+
+def execution_stats(s: ExecutionStats) -> dict[str, Any]:
+    return {
+        "totalExecutions": s.total_executions,
+        "completedSteps": s.completed_steps,
+        "failedSteps": s.failed_steps,
+        "skippedSteps": s.skipped_steps,
+        "avgExecutionTime": s.avg_execution_time_ms,
+        "successRate": s.success_rate,
+        "timeRange": {"from": iso(s.start), "to": iso(s.end)},
     }

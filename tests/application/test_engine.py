@@ -410,8 +410,8 @@ async def test_flow_concurrency_queues_excess_executions_instead_of_failing_them
     assert a.status == b.status == "completed"
     assert max(a.started_at, b.started_at) >= min(a.finished_at, b.finished_at)  # never overlapped
     metrics = await engine.executions.metrics(ctx, flow.id)
-    assert metrics["totalExecutions"] == 2 and metrics["statusBreakdown"]["completed"] == 2
-    assert metrics["successRate"] == 100.0
+    assert metrics.total_executions == 2 and metrics.status_breakdown["completed"] == 2
+    assert metrics.success_rate == 100.0
 
 
 async def test_bad_variables_and_broken_definitions_are_refused(engine: Engine) -> None:
@@ -433,7 +433,7 @@ async def test_direct_execution_runs_inside_the_call(engine: Engine) -> None:
     view = await engine.executions.start(ctx, flow.id, {"who": "ada"}, durable=False)
     assert view.execution.status == "completed" and view.execution.outputs == {"greet": "hello ada"}
     stats = await engine.executions.stats(ctx, None, None)
-    assert stats["totalExecutions"] == 1 and stats["completedSteps"] == 1 and stats["successRate"] == 100.0
+    assert (stats.total_executions, stats.completed_steps, stats.success_rate) == (1, 1, 100.0)
 
 
 async def test_the_flow_timeout_fails_a_running_execution(engine: Engine) -> None:

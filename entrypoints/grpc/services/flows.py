@@ -120,7 +120,4 @@ class ExecutionLogService(Servicer, logs_grpc.ExecutionLogServiceServicer):
     async def GetStats(self, request: logs_pb.GetStatsRequest, context: Context):
         ctx = await self.tenant(context)
         start, end = from_timestamp(request, "from_time"), from_timestamp(request, "to_time")
-        found = await self.container.executions().stats(
-            ctx, start and start.isoformat(), end and end.isoformat()
-        )
-        return p.stats(found)
+        return p.stats(await self.container.executions().stats(ctx, start, end))
