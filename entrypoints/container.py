@@ -110,9 +110,7 @@ def worker_id(settings: Settings) -> str:
     return f"{socket.gethostname()}:{os.getpid()}"[:64]
 
 
-def _scheduler(
-    advance: AdvanceExecution, uow_factory: SqlUnitOfWorkFactory, clock: SystemClock, settings: Settings
-):
+def _scheduler(advance: AdvanceExecution, clock: SystemClock, settings: Settings):
     """ARQ when Redis is configured (``tolstoy worker`` processes do the work), else in-process."""
     if settings.engine_kind == "arq":
         from adapters.engine.arq_scheduler import ArqScheduler
@@ -120,7 +118,7 @@ def _scheduler(
         return ArqScheduler(settings.redis_url)
     from adapters.engine.inprocess import InProcessScheduler
 
-    return InProcessScheduler(advance, uow_factory, clock, concurrency=settings.engine_concurrency)
+    return InProcessScheduler(advance, clock, concurrency=settings.engine_concurrency)
 
 
 class Container(containers.DeclarativeContainer):
@@ -190,7 +188,7 @@ class Container(containers.DeclarativeContainer):
         flow_concurrency=settings.provided.flow_concurrency,
         org_concurrency=settings.provided.org_concurrency,
     )
-    scheduler = providers.Singleton(_scheduler, advance, uow_factory, clock, settings)
+    scheduler = providers.Singleton(_scheduler, advance, clock, settings)
     executions = providers.Singleton(Executions, uow_factory, clock, scheduler, advance)
     system_status = providers.Singleton(
         SystemStatus,

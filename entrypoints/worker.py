@@ -29,7 +29,7 @@ def run_worker(settings: Settings, concurrency: int, metrics_port: int | None = 
             from prometheus_client import start_http_server
 
             start_http_server(metrics_port, addr=settings.host, registry=container.metrics().registry)
-        return Runtime(container.advance(), container.uow_factory(), container.clock(), scheduler)
+        return Runtime(container.advance(), container.clock(), scheduler)
 
     async def close_runtime(_rt: Runtime) -> None:
         await close_engine(container)

@@ -9,7 +9,6 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from datetime import timedelta
 from typing import Any
 
 from arq import Worker
@@ -19,17 +18,14 @@ from arq.worker import func
 
 from adapters.engine.arq_scheduler import QUEUE, ArqScheduler, job_id, listen_for_aborts
 from application.engine.advance import AdvanceExecution
-from application.ports import Clock, UnitOfWorkFactory
+from application.ports import Clock
 
 SWEEP_EVERY_SECONDS = 5
-ADMIT_BATCH = 3
-STALE_SECONDS = 30  # a queued execution whose job nobody ran for this long is enqueued again
 
 
 @dataclass
 class Runtime:
     advance: AdvanceExecution
-    uow_factory: UnitOfWorkFactory
     clock: Clock
     scheduler: ArqScheduler
 
@@ -40,10 +36,8 @@ async def advance(ctx: dict[str, Any], org_id: str, execution_id: str) -> None:
     if result.wake_at is not None:
         await rt.scheduler.schedule(org_id, execution_id, result.wake_at)
     if result.finished:  # a slot freed up: call in executions of the org waiting for one
-        async with rt.uow_factory(read_only=True) as uow:
-            waiting = await uow.executions.waiting_for_slot(org_id, ADMIT_BATCH)
-        for execution_id in waiting:
-            await rt.scheduler.schedule(org_id, execution_id)
+        for waiting in await rt.advance.waiting_for_slot(org_id):
+            await rt.scheduler.schedule(org_id, waiting)
 
 
 async def sweep(ctx: dict[str, Any]) -> None:
@@ -51,8 +45,7 @@ async def sweep(ctx: dict[str, Any]) -> None:
     executions. Job ids are per execution and sweep period, so workers sweeping together agree."""
     rt: Runtime = ctx["runtime"]
     now = rt.clock.now()
-    async with rt.uow_factory(read_only=True) as uow:  # queued ones are given time to be picked up
-        due = await uow.executions.due(now, 1000, stale_before=now - timedelta(seconds=STALE_SECONDS))
+    due = await rt.advance.due()
     bucket = int(now.timestamp()) // SWEEP_EVERY_SECONDS
     redis = ctx["redis"]
     for org_id, execution_id, wake_at in due:

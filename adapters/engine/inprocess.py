@@ -10,29 +10,24 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from datetime import datetime, timedelta
+from datetime import datetime
 
 from application.engine.advance import Advanced, AdvanceExecution
-from application.ports import Clock, UnitOfWorkFactory
+from application.ports import Clock
 
 log = logging.getLogger("tolstoy.engine")
-
-ADMIT_BATCH = 3  # queued executions tried when one finishes (the sweep catches the rest)
-STALE_SECONDS = 30.0  # a queued execution nobody picked up for this long is pushed again
 
 
 class InProcessScheduler:
     def __init__(
         self,
         advance: AdvanceExecution,
-        uow_factory: UnitOfWorkFactory,
         clock: Clock,
         *,
         concurrency: int = 10,
         sweep_seconds: float = 5.0,
     ) -> None:
         self._advance = advance
-        self._uow = uow_factory
         self._clock = clock
         self._slots = asyncio.Semaphore(concurrency)
         self._sweep_seconds = sweep_seconds
@@ -55,7 +50,7 @@ class InProcessScheduler:
     async def start(self) -> None:
         # This process's worker id outlives restarts (embedded default): what it held before
         # it stopped is taken back now, not when the old leases expire.
-        await self.sweep(owner=self._advance.worker_id)
+        await self.sweep(owner=self._advance.worker_id, fresh=True)
         self._sweeper = asyncio.create_task(self._sweep_forever())
 
     async def stop(self) -> None:
@@ -73,19 +68,15 @@ class InProcessScheduler:
         while self._running:
             await asyncio.gather(*self._running.values(), return_exceptions=True)
 
-    async def sweep(self, owner: str | None = None, stale_seconds: float | None = None) -> None:
-        now = self._clock.now()
-        stale_before = None if stale_seconds is None else now - timedelta(seconds=stale_seconds)
-        async with self._uow(read_only=True) as uow:
-            due = await uow.executions.due(now, 1000, owner, stale_before)
-        for org_id, execution_id, wake_at in due:
+    async def sweep(self, *, owner: str | None = None, fresh: bool = False) -> None:
+        for org_id, execution_id, wake_at in await self._advance.due(owner=owner, fresh=fresh):
             self._at(org_id, execution_id, wake_at)
 
     async def _sweep_forever(self) -> None:
         while True:
             await asyncio.sleep(self._sweep_seconds)
             try:  # what this process scheduled itself is not stale yet
-                await self.sweep(stale_seconds=STALE_SECONDS)
+                await self.sweep()
             except Exception:  # the database may be away for a moment; the next sweep retries
                 log.exception("engine sweep failed")
 
@@ -136,7 +127,5 @@ class InProcessScheduler:
     async def _admit(self, org_id: str) -> None:
         """A slot freed up: call in the executions of the organization that are waiting for one."""
         with contextlib.suppress(Exception):
-            async with self._uow(read_only=True) as uow:
-                waiting = await uow.executions.waiting_for_slot(org_id, ADMIT_BATCH)
-            for execution_id in waiting:
+            for execution_id in await self._advance.waiting_for_slot(org_id):
                 self._spawn(org_id, execution_id)

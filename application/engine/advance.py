@@ -37,6 +37,9 @@ from domain.flow_definition import FlowDefinition
 from domain.ids import new_id
 
 DEFINITIONS_KEPT = 256  # parsed flow versions kept per worker
+ADMIT_BATCH = 3  # queued executions called in when one finishes
+SWEEP_BATCH = 1000
+STALE_QUEUED = timedelta(seconds=30)  # a queued execution nobody picked up for this long is pushed again
 ADMISSION_RETRY = timedelta(
     seconds=30
 )  # a queued execution refused a slot is tried again by then  # a wake-up this close is waited for here, not scheduled
@@ -71,6 +74,26 @@ class AdvanceExecution:
         self._active: set[str] = set()
         self._definitions: OrderedDict[tuple[str, str, int], FlowDefinition] = OrderedDict()
         self._last_event = datetime.min.replace(tzinfo=UTC)
+
+    # --- what schedulers ask (one answer for the in-process and the ARQ scheduler) --------------
+
+    async def waiting_for_slot(self, org_id: str) -> list[str]:
+        """A slot of the organization freed up: the queued executions to call in (a few; the
+        sweep and their own admission retry catch any others)."""
+        async with self._uow(read_only=True) as uow:
+            return await uow.executions.waiting_for_slot(org_id, ADMIT_BATCH)
+
+    async def due(
+        self, *, owner: str | None = None, fresh: bool = False
+    ) -> list[tuple[str, str, datetime | None]]:
+        """(org_id, id, wake_at) of what needs a push: running executions no live worker holds
+        (with ``owner``: also its own, a restarted worker taking them back), due admission retries,
+        and queued executions nobody picked up for STALE_QUEUED (``fresh``: whatever their age,
+        as at start-up, when nothing scheduled before is remembered)."""
+        now = self._clock.now()
+        stale_before = None if fresh else now - STALE_QUEUED
+        async with self._uow(read_only=True) as uow:
+            return await uow.executions.due(now, SWEEP_BATCH, owner, stale_before)
 
     def abort(self, execution_id: str) -> bool:
         """Stop this worker's in-flight steps of the execution now (the cancel request is in the database)."""

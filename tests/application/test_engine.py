@@ -70,14 +70,12 @@ class Engine:
             self.scheduler = ArqScheduler(REDIS_URL)
             self.worker = build_worker(REDIS_URL, 10, self._runtime, sweep_seconds=1, handle_signals=False)
         else:
-            self.scheduler = InProcessScheduler(
-                self.advance, uow, self.clock, concurrency=10, sweep_seconds=0.2
-            )
+            self.scheduler = InProcessScheduler(self.advance, self.clock, concurrency=10, sweep_seconds=0.2)
         self.executions = Executions(uow, self.clock, self.scheduler, self.advance)
         self.flows = Flows(uow, self.clock)
 
     async def _runtime(self) -> Runtime:
-        return Runtime(self.advance, self.uow, self.clock, ArqScheduler(REDIS_URL))
+        return Runtime(self.advance, self.clock, ArqScheduler(REDIS_URL))
 
     async def start(self) -> None:
         await self.scheduler.start()
@@ -91,8 +89,10 @@ class Engine:
             for job in list(self.worker.tasks.values()):  # jobs cut short by the test's end
                 job.cancel()
             await asyncio.gather(*self.worker.tasks.values(), return_exceptions=True)
-            with contextlib.suppress(Exception):
-                await self.worker.close()  # runs the worker's shutdown (if it got as far as starting)
+            # runs the worker's shutdown (if it got as far as starting); a job it gathers may end
+            # cancelled, having been cut short by the end of the test
+            with contextlib.suppress(Exception, asyncio.CancelledError):
+                await self.worker.close()
         await self.scheduler.stop()
 
     async def idle(self) -> None:
