@@ -68,3 +68,46 @@ def test_the_history_is_linear() -> None:
 
     script = ScriptDirectory.from_config(alembic_config())
     assert len(script.get_heads()) == 1
+
+
+async def _sql(url: str, statement: str, params: dict | None = None) -> list:
+    from sqlalchemy import text
+
+    engine = create_engine(url)
+    try:
+        async with engine.begin() as conn:
+            result = await conn.execute(text(statement), params or {})
+            return [tuple(row) for row in result] if result.returns_rows else []
+    finally:
+        await engine.dispose()
+
+
+def test_flows_made_before_versions_existed_get_their_current_version_kept(empty_database: str) -> None:
+    """0004 keeps each existing flow's current steps and settings as its first FlowVersion."""
+    import json
+
+    from tests.support import _run
+
+    upgrade(empty_database, "0003")
+    _run(
+        _sql(
+            empty_database,
+            "INSERT INTO organizations (id, name, created_at, updated_at) VALUES ('org_1', 'O', CURRENT_TIMESTAMP, CURRENT_TIMESTAMP)",
+        )
+    )
+    steps = [{"id": "wait", "type": "delay", "config": {"ms": 5}}]
+    _run(
+        _sql(
+            empty_database,
+            "INSERT INTO flows (id, org_id, name, description, steps, settings, version, created_at, updated_at) "
+            "VALUES ('flow_1', 'org_1', 'F', NULL, :steps, :settings, 3, CURRENT_TIMESTAMP, CURRENT_TIMESTAMP)",
+            {"steps": json.dumps(steps), "settings": json.dumps({"execution": {"concurrency": 2}})},
+        )
+    )
+    upgrade(empty_database)
+    [row] = _run(
+        _sql(empty_database, "SELECT id, org_id, flow_id, version, steps, settings FROM flow_versions")
+    )
+    kept = [json.loads(v) if isinstance(v, str) else v for v in row[4:]]
+    assert row[:4] == ("fv_flow_1", "org_1", "flow_1", 3)
+    assert kept == [steps, {"execution": {"concurrency": 2}}]
