@@ -126,26 +126,16 @@ async def serve_alone(container: Container, host: str, port: int) -> None:
     until SIGTERM or SIGINT; then a graceful stop."""
     import signal
 
-    from entrypoints.container import close_container, close_engine
-    from entrypoints.rest.app import prepare_database
+    from entrypoints.lifecycle import running
 
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
-    server: GrpcServer | None = None
-    engine_started = False
-    try:
-        await prepare_database(container)
-        container.authenticator()  # resolves the admin token now
-        await container.scheduler().start()  # the in-process engine resumes unfinished executions
-        engine_started = True
+    async with running(container):
         server = await start_grpc(container, host, port)
-        await stop.wait()
-        log.info("gRPC shutting down")
-    finally:
-        if server is not None:
+        try:
+            await stop.wait()
+            log.info("gRPC shutting down")
+        finally:
             await server.stop()
-        if engine_started:
-            await close_engine(container)
-        await close_container(container)

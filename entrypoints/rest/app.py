@@ -9,8 +9,8 @@ from contextlib import asynccontextmanager
 
 from fastapi import APIRouter, FastAPI
 
-from adapters.persistence.migrate import current_revision, head_revision, upgrade_engine
-from entrypoints.container import Container, close_container, close_engine, tolstoy_version
+from entrypoints.container import Container, tolstoy_version
+from entrypoints.lifecycle import running
 from entrypoints.rest import action_routes, credential_routes, errors, execution_routes, metrics, routes
 from entrypoints.rest.metrics import HttpMetrics
 from entrypoints.rest.middleware import BodyLimit
@@ -18,24 +18,6 @@ from entrypoints.rest.openapi import document_auth
 from entrypoints.rest.resource_router import resource_router
 
 log = logging.getLogger("tolstoy")
-
-
-class SchemaOutOfDate(RuntimeError):
-    pass
-
-
-async def prepare_database(container: Container) -> None:
-    """Migrate on start (embedded default), or refuse to serve an out-of-date schema."""
-    settings = container.settings()
-    engine = container.engine()
-    if settings.migrate_on_start:
-        await upgrade_engine(engine)
-        return
-    current, head = await current_revision(engine), head_revision()
-    if current != head:
-        raise SchemaOutOfDate(
-            f"Database schema is at {current or 'nothing'}, expected {head}: run `tolstoy migrate`"
-        )
 
 
 def add_routes(app: FastAPI, router: APIRouter) -> None:
@@ -49,12 +31,8 @@ def add_routes(app: FastAPI, router: APIRouter) -> None:
 def create_app(container: Container) -> FastAPI:
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        try:
-            await prepare_database(container)
-            app.state.authenticator = container.authenticator()  # resolves the admin token now
-            scheduler = container.scheduler()
-            await scheduler.start()  # the in-process engine resumes unfinished executions
-            app.state.scheduler = scheduler
+        async with running(container):
+            app.state.authenticator = container.authenticator()
             if container.settings().grpc_port:  # gRPC beside REST, on the same use-cases and loop
                 from entrypoints.grpc.server import start_grpc
 
@@ -65,13 +43,11 @@ def create_app(container: Container) -> FastAPI:
             # collector's generations, so its full collections stay short under load.
             gc.collect()
             gc.freeze()
-            yield
-        finally:
-            if getattr(app.state, "grpc", None) is not None:
-                await app.state.grpc.stop()  # in-flight calls finish before the engine and pools go
-            if getattr(app.state, "scheduler", None) is not None:
-                await close_engine(container)
-            await close_container(container)
+            try:
+                yield
+            finally:
+                if getattr(app.state, "grpc", None) is not None:
+                    await app.state.grpc.stop()  # in-flight calls finish before the engine and pools go
 
     app = FastAPI(
         title="Tolstoy",
