@@ -92,6 +92,7 @@ from py_mini_racer import (
     JSOOMException,
     JSParseException,
     MiniRacer,
+    init_mini_racer,
     mini_racer,
 )
 
@@ -105,6 +106,20 @@ _RUNNER = "__tolstoy_sandbox__"
 _SETUP_TIMEOUT_S = 10.0
 _FINISH_GRACE_S = 0.05  # the collecting evaluation's minimum time, should the code use all of its own
 _SYNTAX_LOCATION = re.compile(r"^<anonymous>:(\d+): (SyntaxError: .*)$")
+
+# V8's flags, set once per process before the first isolate. mini-racer's own default is
+# ``--single-threaded``. Memory protection keys are off: on CPUs with PKU (``pku``/``ospke`` in
+# /proc/cpuinfo) V8 guards its heap with a key that only threads started after V8's set-up may
+# touch, so an isolate disposed of from an executor thread started earlier crashes the process
+# (SIGSEGV in ``Heap::StartTearDown``). Tenants' code is kept apart by isolates (and by processes
+# with SANDBOX_ISOLATION=process), not by that exploit-hardening layer.
+V8_FLAGS = ("--single-threaded", "--no-memory-protection-keys")
+
+
+def init_v8() -> None:
+    """Sets V8 up with ``V8_FLAGS``, once per process (later calls do nothing)."""
+    init_mini_racer(flags=V8_FLAGS, ignore_duplicate_init=True)
+
 
 # Evaluated once per isolate, before any user code. Leaves one script-scope binding, the runner.
 _LOCKDOWN = r"""
@@ -422,6 +437,7 @@ class _Isolate:
 
 def _open_isolate(loop: asyncio.AbstractEventLoop, memory_bytes: int) -> _Isolate:
     """Blocking: a new isolate bound to ``loop`` (which must keep running meanwhile)."""
+    init_v8()
     maker = mini_racer(event_loop=loop)
     racer = maker.__enter__()
     try:

@@ -394,3 +394,44 @@ async def test_a_missing_language_is_an_unsupported_language(sandbox: V8Sandbox)
     async with sandbox.session() as s:
         r = await s.run(SandboxRun(code="return 1", language=None, context=CONTEXT))  # type: ignore[arg-type]
     assert r.error["code"] == "UNSUPPORTED_LANGUAGE"
+
+
+_THREADS_STARTED_BEFORE_V8 = """
+import asyncio, threading
+from concurrent.futures import ThreadPoolExecutor
+
+from adapters.sandbox.v8 import V8Sandbox
+from application.ports import SandboxRun
+
+# A thread that exists before V8 is set up (as a server's executor threads do) later disposes of
+# isolates: with memory protection keys on, a CPU with PKU makes that a SIGSEGV.
+early = ThreadPoolExecutor(max_workers=1)
+early.submit(lambda: None).result()
+
+
+async def main():
+    sandbox = V8Sandbox(memory_mb=16)
+    sandbox._executor = early
+    async with sandbox.session() as s:
+        for _ in range(3):
+            r = await s.run(SandboxRun(code="while (true) {}", language="javascript", context={}, timeout_ms=50))
+            assert r.error["code"] == "TIMEOUT", r
+            assert (await s.run(SandboxRun(code="return 7", language="javascript", context={}))).output == 7
+    await sandbox.aclose()
+    print("ok")
+
+
+asyncio.run(main())
+"""
+
+
+def test_isolates_can_be_disposed_of_from_threads_older_than_v8() -> None:
+    """Regression: on CPUs with memory protection keys (``pku`` in /proc/cpuinfo) V8's default set-up
+    crashed the process when an executor thread started before it disposed of an isolate."""
+    import subprocess
+    import sys
+
+    done = subprocess.run(
+        [sys.executable, "-c", _THREADS_STARTED_BEFORE_V8], capture_output=True, text=True, timeout=60
+    )
+    assert (done.returncode, done.stdout.strip()) == (0, "ok"), done.stderr[-2000:]
