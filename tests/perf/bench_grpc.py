@@ -25,8 +25,9 @@ from pathlib import Path
 from typing import Any
 
 import grpc
+import psutil
 
-from tests.perf.bench_rest import FLOW, REPO, clean_env, free_port, tolstoy_command
+from tests.perf.bench_rest import FLOW, REPO, PostgresCpu, clean_env, free_port, tolstoy_command
 
 RATIO_TARGET = 0.60
 START_TIMEOUT = 60.0
@@ -126,6 +127,11 @@ def _wait_port(target: str, proc: subprocess.Popen[bytes], log: Path) -> None:
             raise RuntimeError(f"{target} did not start:\n{log.read_text()[-3000:]}") from None
 
 
+def _cpu(pid: int) -> float:
+    times = psutil.Process(pid).cpu_times()
+    return times.user + times.system
+
+
 def _stop(proc: subprocess.Popen[bytes]) -> None:
     if proc.poll() is None:
         proc.terminate()
@@ -223,7 +229,9 @@ def main(argv: list[str] | None = None) -> int:
                 request = flow_service_pb2.GetFlowRequest(id=flow.id)
                 results: dict[str, list[dict[str, Any]]] = {"tolstoy": [], "bare": []}
                 for _ in range(args.rounds):
-                    for name, port in (("tolstoy", tolstoy_port), ("bare", bare_port)):
+                    for name, port, proc in (("tolstoy", tolstoy_port, tolstoy), ("bare", bare_port, bare)):
+                        server_cpu, client_cpu = _cpu(proc.pid), _cpu(os.getpid())
+                        pg_cpu = PostgresCpu()
                         found = asyncio.run(
                             _load(
                                 f"127.0.0.1:{port}",
@@ -234,10 +242,17 @@ def main(argv: list[str] | None = None) -> int:
                                 args.duration,
                             )
                         )
+                        # CPU per measured call (warm-up included in the numerator: a slight overstatement)
+                        calls = max(found["calls"], 1)
+                        found["server_us"] = (_cpu(proc.pid) - server_cpu) / calls * 1e6
+                        found["client_us"] = (_cpu(os.getpid()) - client_cpu) / calls * 1e6
+                        found["pg_us"] = pg_cpu.stop() / calls * 1e6
                         results[name].append(found)
                         print(
                             f"  {name:8} {found['rps']:9.0f} calls/s  p50 {found['p50_ms']:6.2f} ms  "
-                            f"p99 {found['p99_ms']:6.2f} ms  ({found['calls']} calls, {found['errors']} errors)",
+                            f"p99 {found['p99_ms']:6.2f} ms  ({found['calls']} calls, {found['errors']} errors)  "
+                            f"CPU/call: server {found['server_us']:.0f} us, PostgreSQL {found['pg_us']:.0f} us, "
+                            f"client {found['client_us']:.0f} us",
                             flush=True,
                         )
             finally:
