@@ -5,9 +5,10 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from application.ports import Clock, Page, UnitOfWorkFactory
+from application.cache import ACCESS, ORGANIZATION
+from application.ports import Change, Clock, Page, UnitOfWorkFactory
 from application.resources import TenantResources, audit_event
-from application.tenancy import Authenticator, Caller, KeyOwnerCache, TenantContext, generate_api_key
+from application.tenancy import Authenticator, Caller, TenantContext, generate_api_key
 from domain.audit import AuditEvent
 from domain.errors import NotFound, PermissionDenied
 from domain.ids import new_id
@@ -94,8 +95,9 @@ class Organizations:
             org = await uow.organizations.get(org_id)
             if org is None or not await uow.organizations.delete(org_id):
                 raise NotFound("Organization", org_id)
+            # its keys stop working at once, and copies of what it owned go, in every process
+            await uow.changes.publish(Change(ORGANIZATION, org_id))
             await uow.commit()
-        self._auth.cache.clear()  # its keys are gone: they stop working at once
         return org
 
     @staticmethod
@@ -116,12 +118,6 @@ class ApiKeys(TenantResources[ApiKey]):
     entity, resource, kind, id_prefix = ApiKey, "ApiKey", "api_key", "key"
     repository = staticmethod(lambda uow: uow.api_keys)
 
-    def __init__(
-        self, uow_factory: UnitOfWorkFactory, clock: Clock, key_cache: KeyOwnerCache | None = None
-    ) -> None:
-        super().__init__(uow_factory, clock)
-        self._key_cache = key_cache
-
     async def issue(self, ctx: TenantContext, *, name: Any) -> IssuedKey:
         now = self._clock.now()
         issued = _issue_key(ctx, name, now)
@@ -139,9 +135,8 @@ class ApiKeys(TenantResources[ApiKey]):
             if revoked is not key:
                 await uow.api_keys.update(revoked)
                 await uow.audit.add(audit_event(ctx, "api_key.revoked", "api_key", key_id, now))
+                await uow.changes.publish(Change(ACCESS, ctx.org_id, key_id))  # it stops working at once
                 await uow.commit()
-        if self._key_cache is not None:
-            self._key_cache.clear()  # revoked keys stop working at once
         return revoked
 
 

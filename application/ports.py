@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass
 from datetime import datetime
@@ -178,6 +178,36 @@ class OutboxRepository(TenantRepository[OutboxEvent], Protocol):
         ...
 
 
+@dataclass(frozen=True, slots=True)
+class Change:
+    """A committed change that copies kept in memory must drop. ``kind`` is a resource kind
+    (``flow``, ``tool``, ``action``...), ``organization`` (the organization and all it owned are
+    gone) or ``access`` (what its API keys may do changed: a key revoked, a user deleted);
+    ``entity_id`` None means every object of that kind in ``org_id``."""
+
+    kind: str
+    org_id: str
+    entity_id: str | None = None
+
+
+class ChangeNotices(Protocol):
+    async def publish(self, change: Change) -> None:
+        """Announce ``change`` inside the unit of work: every process sharing the database, this
+        one included, hears it if and when the unit of work commits (never on rollback)."""
+        ...
+
+
+class ChangeFeed(Protocol):
+    """Other processes' change notices (those sharing the database), heard in this one."""
+
+    async def start(self, on_change: Callable[[Change], None], on_live: Callable[[bool], None]) -> None:
+        """Listen from now on. ``on_live(True)`` once every later change is sure to be heard;
+        ``on_live(False)`` as soon as that is no longer sure (the connection is lost)."""
+        ...
+
+    async def aclose(self) -> None: ...
+
+
 class UnitOfWork(Protocol):
     """One transaction. Repositories handed out here act inside it; nothing is kept until commit."""
 
@@ -194,6 +224,7 @@ class UnitOfWork(Protocol):
     audit: TenantRepository[AuditEvent]
     credentials: TenantRepository[ToolCredentials]
     outbox: OutboxRepository
+    changes: ChangeNotices
 
     async def __aenter__(self) -> Self: ...
     async def __aexit__(

@@ -10,8 +10,17 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping
 from typing import Any, ClassVar, Generic, TypeVar
 
-from application.ports import Clock, Page, SecretStore, TenantRepository, UnitOfWork, UnitOfWorkFactory
-from application.tenancy import KeyOwnerCache, TenantContext
+from application.cache import ACCESS, ReadCache
+from application.ports import (
+    Change,
+    Clock,
+    Page,
+    SecretStore,
+    TenantRepository,
+    UnitOfWork,
+    UnitOfWorkFactory,
+)
+from application.tenancy import TenantContext
 from domain.audit import AuditEvent
 from domain.entity import Entity
 from domain.errors import Conflict, InvalidReference, NotFound
@@ -48,14 +57,29 @@ class TenantResources(Generic[E]):
     kind: ClassVar[str]  # "tool": in audit actions
     id_prefix: ClassVar[str]
     repository: ClassVar[Callable[[UnitOfWork], TenantRepository[Any]]]
+    # Kept in a ReadCache when one is given: only kinds whose every write goes through
+    # update/delete here (which announce the change) or dies with their organization.
+    cached: ClassVar[bool] = False
 
-    def __init__(self, uow_factory: UnitOfWorkFactory, clock: Clock) -> None:
+    def __init__(
+        self, uow_factory: UnitOfWorkFactory, clock: Clock, *, cache: ReadCache | None = None
+    ) -> None:
         self._uow = uow_factory
         self._clock = clock
+        self._cache = cache if self.cached else None
 
     async def get(self, ctx: TenantContext, entity_id: str) -> E:
+        cache, token = self._cache, None
+        if cache is not None:
+            found = cache.get(self.kind, ctx.org_id, entity_id)
+            if found is not None:
+                return found  # type: ignore[no-any-return]
+            token = cache.token()
         async with self._uow(read_only=True) as uow:
-            return await self._load(uow, ctx, entity_id)
+            entity = await self._load(uow, ctx, entity_id)
+        if cache is not None:
+            cache.put(self.kind, ctx.org_id, entity_id, entity, token)
+        return entity
 
     async def list(self, ctx: TenantContext, page: Page, filters: Mapping[str, Any] | None = None) -> list[E]:
         wanted = {k: v for k, v in (filters or {}).items() if v is not None}
@@ -89,6 +113,7 @@ class TenantResources(Generic[E]):
                 await uow.audit.add(
                     audit_event(ctx, f"{self.kind}.updated", self.kind, entity_id, now, fields=changed)
                 )
+                await self._announce(uow, ctx, entity_id)
                 await uow.commit()
         return updated
 
@@ -99,8 +124,14 @@ class TenantResources(Generic[E]):
             await self._before_delete(uow, ctx, current)
             await type(self).repository(uow).delete(ctx.org_id, entity_id)
             await uow.audit.add(audit_event(ctx, f"{self.kind}.deleted", self.kind, entity_id, now))
+            await self._announce(uow, ctx, entity_id)
             await uow.commit()
         return current
+
+    async def _announce(self, uow: UnitOfWork, ctx: TenantContext, entity_id: str) -> None:
+        """Tell every process that copies of this object are out of date (updated or deleted)."""
+        if self.cached:
+            await uow.changes.publish(Change(self.kind, ctx.org_id, entity_id))
 
     async def _load(self, uow: UnitOfWork, ctx: TenantContext, entity_id: str) -> E:
         found = await type(self).repository(uow).get(ctx.org_id, entity_id)
@@ -146,27 +177,26 @@ class Users(TenantResources[User]):
     entity, resource, kind, id_prefix = User, "User", "user", "usr"
     repository = staticmethod(lambda uow: uow.users)
 
-    def __init__(
-        self, uow_factory: UnitOfWorkFactory, clock: Clock, key_cache: KeyOwnerCache | None = None
-    ) -> None:
-        super().__init__(uow_factory, clock)
-        self._key_cache = key_cache
-
-    async def delete(self, ctx: TenantContext, entity_id: str) -> User:
-        deleted = await super().delete(ctx, entity_id)
-        if self._key_cache is not None:
-            self._key_cache.clear()  # a deleted user may no longer act through X-User-ID
-        return deleted
+    async def _announce(self, uow: UnitOfWork, ctx: TenantContext, entity_id: str) -> None:
+        # A deleted user may no longer act through X-User-ID: keys resolved with it must go.
+        await uow.changes.publish(Change(ACCESS, ctx.org_id, entity_id))
 
 
 class Tools(TenantResources[Tool]):
     entity, resource, kind, id_prefix = Tool, "Tool", "tool", "tool"
     repository = staticmethod(lambda uow: uow.tools)
 
+    cached = True
+
     def __init__(
-        self, uow_factory: UnitOfWorkFactory, clock: Clock, secrets: SecretStore | None = None
+        self,
+        uow_factory: UnitOfWorkFactory,
+        clock: Clock,
+        secrets: SecretStore | None = None,
+        *,
+        cache: ReadCache | None = None,
     ) -> None:
-        super().__init__(uow_factory, clock)
+        super().__init__(uow_factory, clock, cache=cache)
         self._secrets = secrets
 
     async def delete(self, ctx: TenantContext, entity_id: str) -> Tool:
@@ -189,10 +219,17 @@ class Actions(TenantResources[Action]):
     entity, resource, kind, id_prefix = Action, "Action", "action", "act"
     repository = staticmethod(lambda uow: uow.actions)
 
+    cached = True
+
     def __init__(
-        self, uow_factory: UnitOfWorkFactory, clock: Clock, compile_pattern: PatternCompiler
+        self,
+        uow_factory: UnitOfWorkFactory,
+        clock: Clock,
+        compile_pattern: PatternCompiler,
+        *,
+        cache: ReadCache | None = None,
     ) -> None:
-        super().__init__(uow_factory, clock)
+        super().__init__(uow_factory, clock, cache=cache)
         self._compile_pattern = compile_pattern
 
     def _check(self, entity: Action) -> None:
@@ -209,6 +246,7 @@ class Actions(TenantResources[Action]):
 class Flows(TenantResources[Flow]):
     entity, resource, kind, id_prefix = Flow, "Flow", "flow", "flow"
     repository = staticmethod(lambda uow: uow.flows)
+    cached = True
 
     async def _after_write(
         self, uow: UnitOfWork, ctx: TenantContext, entity: Flow, current: Flow | None

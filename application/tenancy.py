@@ -64,9 +64,11 @@ def _bearer(authorization: str | None) -> str:
 class KeyOwnerCache:
     """Recently resolved API keys, so that most requests skip a database round trip.
 
-    In this process a change that can withdraw access (a key revoked, a user or an organization
-    deleted) clears the cache at once. Other processes of the same deployment see it when their
-    entries expire, after at most ``ttl_seconds``; 0 turns the cache off.
+    A change that can withdraw access (a key revoked, a user or an organization deleted) is
+    announced as a change notice (``application.cache``) and clears the cache: at commit in the
+    process that made it, as soon as the notice arrives in the others (PostgreSQL). Entries also
+    expire after ``ttl_seconds`` (the bound where no notices travel between processes, e.g. SQLite
+    shared by several); 0 turns the cache off.
     """
 
     MAX_ENTRIES = 10_000

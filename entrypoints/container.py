@@ -19,6 +19,7 @@ from adapters.redis_probe import RedisProbe
 from adapters.regex import compile_pattern
 from adapters.secrets.keyring import Keyring, load_keyring
 from adapters.secrets.local import LocalSecretStore
+from application.cache import LocalCopies, ReadCache
 from application.credentials import ToolCredentialsService
 from application.engine.advance import AdvanceExecution
 from application.engine.executions import Executions
@@ -26,7 +27,7 @@ from application.engine.steps import StepRunners
 from application.execute_action import ExecuteAction
 from application.health import SystemStatus
 from application.organizations import ApiKeys, AuditTrail, Organizations
-from application.ports import Sandbox, SecretStore
+from application.ports import ChangeFeed, Sandbox, SecretStore
 from application.resources import Actions, ExecutionLogs, Flows, Tools, Users
 from application.tenancy import Authenticator, KeyOwnerCache
 from domain.egress import EgressPolicy
@@ -110,6 +111,20 @@ def worker_id(settings: Settings) -> str:
     return f"{socket.gethostname()}:{os.getpid()}"[:64]
 
 
+def _change_feed(settings: Settings) -> ChangeFeed | None:
+    """Other processes' change notices, so copies of flows, tools and actions can be kept. On
+    PostgreSQL only (LISTEN/NOTIFY), on a session of its own: ``DIRECT_URL`` when set, else
+    ``DATABASE_URL`` unless that goes through a transaction-mode pooler (``pgbouncer=true``), where
+    LISTEN does not work. None (nothing is cached) then, on SQLite, and with the cache sized 0."""
+    from adapters.persistence.changes import PostgresChangeFeed
+    from adapters.persistence.engine import behind_pgbouncer, normalize_url
+
+    url = settings.migration_database
+    if settings.read_cache_entries == 0 or normalize_url(url).get_backend_name() != "postgresql":
+        return None
+    return None if behind_pgbouncer(url) else PostgresChangeFeed(url)
+
+
 def _scheduler(advance: AdvanceExecution, clock: SystemClock, settings: Settings):
     """ARQ when Redis is configured (``tolstoy worker`` processes do the work), else in-process."""
     if settings.engine_kind == "arq":
@@ -133,7 +148,15 @@ class Container(containers.DeclarativeContainer):
     write_pool = providers.Singleton(
         create_write_pool, settings.provided.database, settings.provided.db_pool_size
     )
-    uow_factory = providers.Singleton(SqlUnitOfWorkFactory, engine, read_engine, read_pool, write_pool)
+    key_cache = providers.Singleton(KeyOwnerCache, settings.provided.auth_cache_seconds)
+    read_cache = providers.Singleton(
+        ReadCache, settings.provided.read_cache_entries, settings.provided.read_cache_seconds
+    )
+    local_copies = providers.Singleton(LocalCopies, read_cache, key_cache)
+    change_feed = providers.Singleton(_change_feed, settings)
+    uow_factory = providers.Singleton(
+        SqlUnitOfWorkFactory, engine, read_engine, read_pool, write_pool, heard=local_copies.provided.apply
+    )
     database_probe = providers.Singleton(SqlDatabaseProbe, engine)
     cache_probe = providers.Singleton(_redis_probe, settings)
     admin_token = providers.Singleton(resolve_admin_token, settings)
@@ -144,15 +167,16 @@ class Container(containers.DeclarativeContainer):
         local=providers.Singleton(LocalSecretStore, engine, keyring),
         aws=providers.Singleton(_aws_store, settings),
     )
-    key_cache = providers.Singleton(KeyOwnerCache, settings.provided.auth_cache_seconds)
     authenticator = providers.Singleton(Authenticator, uow_factory, admin_token, key_cache)
     organizations = providers.Singleton(Organizations, uow_factory, clock, authenticator)
-    api_keys = providers.Singleton(ApiKeys, uow_factory, clock, key_cache)
+    api_keys = providers.Singleton(ApiKeys, uow_factory, clock)
     audit_trail = providers.Singleton(AuditTrail, uow_factory, clock)
-    users = providers.Singleton(Users, uow_factory, clock, key_cache)
-    tools = providers.Singleton(Tools, uow_factory, clock, secret_store)
-    actions = providers.Singleton(Actions, uow_factory, clock, providers.Object(compile_pattern))
-    flows = providers.Singleton(Flows, uow_factory, clock)
+    users = providers.Singleton(Users, uow_factory, clock)
+    tools = providers.Singleton(Tools, uow_factory, clock, secret_store, cache=read_cache)
+    actions = providers.Singleton(
+        Actions, uow_factory, clock, providers.Object(compile_pattern), cache=read_cache
+    )
+    flows = providers.Singleton(Flows, uow_factory, clock, cache=read_cache)
     execution_logs = providers.Singleton(ExecutionLogs, uow_factory, clock)
     credentials = providers.Singleton(
         ToolCredentialsService, uow_factory, clock, secret_store, settings.provided.allow_unmask
@@ -201,8 +225,19 @@ class Container(containers.DeclarativeContainer):
     )
 
 
+async def start_change_feed(container: Container) -> None:
+    """Listen to other processes' change notices (from then on copies may be kept)."""
+    feed = container.change_feed()
+    if feed is not None:
+        copies = container.local_copies()
+        await feed.start(copies.apply, copies.set_live)
+
+
 async def close_container(container: Container) -> None:
     """Release pools and clients (the lifespan's shutdown)."""
+    feed = container.change_feed()
+    if feed is not None:
+        await feed.aclose()
     probe = container.cache_probe()
     if probe is not None:
         await probe.close()

@@ -9,7 +9,7 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
 from adapters.persistence.migrate import current_revision, head_revision, upgrade_engine
-from entrypoints.container import Container, close_container, close_engine
+from entrypoints.container import Container, close_container, close_engine, start_change_feed
 
 
 class SchemaOutOfDate(RuntimeError):
@@ -36,6 +36,7 @@ async def running(container: Container) -> AsyncIterator[None]:
     try:
         await prepare_database(container)
         container.authenticator()  # resolves the admin token now
+        await start_change_feed(container)
         await container.scheduler().start()
         engine_started = True
         yield

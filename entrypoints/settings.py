@@ -28,6 +28,8 @@ class Settings(BaseSettings):
     db_pool_size: int = Field(20, validation_alias="DATABASE_POOL_SIZE", ge=1)
     db_max_overflow: int = Field(0, validation_alias="DATABASE_MAX_OVERFLOW", ge=0)
     auth_cache_seconds: float = Field(10.0, validation_alias="TOLSTOY_AUTH_CACHE_SECONDS", ge=0)
+    read_cache_entries: int = Field(1000, validation_alias="TOLSTOY_READ_CACHE_ENTRIES", ge=0)
+    read_cache_seconds: float = Field(30.0, validation_alias="TOLSTOY_READ_CACHE_SECONDS", gt=0)
     auto_migrate: bool | None = Field(None, validation_alias="TOLSTOY_AUTO_MIGRATE")
     encryption_key: SecretStr | None = Field(None, validation_alias="TOLSTOY_ENCRYPTION_KEY")
     previous_encryption_keys: SecretStr | None = Field(

@@ -38,7 +38,7 @@ def sqlite_url(path: Path) -> str:
     return f"sqlite+aiosqlite:///{path}"
 
 
-def _behind_pgbouncer(raw: str) -> bool:
+def behind_pgbouncer(raw: str) -> bool:
     return make_url(raw).query.get("pgbouncer") in ("true", "1")
 
 
@@ -56,7 +56,7 @@ def create_engine(
     if url.get_backend_name() == "sqlite":
         return _sqlite_engine(url, echo, read_only)
     connect_args: dict[str, Any] = {"server_settings": {"application_name": "tolstoy"}}
-    if _behind_pgbouncer(raw_url):
+    if behind_pgbouncer(raw_url):
         # Transaction-mode poolers (PgBouncer, Neon's pooler) cannot keep prepared statements.
         connect_args |= {
             "statement_cache_size": 0,
@@ -147,7 +147,7 @@ class ReadPool:
         self._dsn = asyncpg_dsn(raw_url)
         self._size = size
         self._name = name
-        self._statement_cache = 0 if _behind_pgbouncer(raw_url) else 256
+        self._statement_cache = 0 if behind_pgbouncer(raw_url) else 256
         self._pool: asyncpg.Pool | None = None
         self._lock = asyncio.Lock()
 

@@ -38,6 +38,7 @@ class Executor(Protocol):
 class AlchemyExecutor:
     def __init__(self, conn: AsyncConnection) -> None:
         self._conn = conn
+        self.dialect = conn.dialect.name
 
     async def all(
         self, statement: Executable, params: Mapping[str, Any] | None = None
@@ -162,6 +163,8 @@ def prepare(statement: Executable, params: Mapping[str, Any] | None) -> tuple[_C
 
 
 class AsyncpgExecutor:
+    dialect = "postgresql"
+
     def __init__(self, conn: asyncpg.Connection) -> None:
         self._conn = conn
 

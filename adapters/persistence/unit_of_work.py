@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import re
 import time
+from collections.abc import Callable
 from types import TracebackType
 from typing import Any, Self
 
@@ -13,6 +14,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from adapters.persistence import tables as t
+from adapters.persistence.changes import SqlChangeNotices
 from adapters.persistence.engine import ReadPool
 from adapters.persistence.executor import AlchemyExecutor, AsyncpgExecutor, Executor, prepare
 from adapters.persistence.integrity import translate
@@ -25,6 +27,7 @@ from adapters.persistence.repositories import (
     SqlStepStateRepository,
     SqlTenantRepository,
 )
+from application.ports import Change
 from domain.audit import AuditEvent
 from domain.credentials import ToolCredentials
 from domain.events import OutboxEvent
@@ -61,12 +64,16 @@ _REPOSITORIES = {
     "outbox": lambda db: SqlOutboxRepository(
         db, t.outbox_events, OutboxEvent, "OutboxEvent", frozenset({"type"})
     ),
+    "changes": SqlChangeNotices,
 }
 
 
 class SqlUnitOfWork:
     """A write unit of work is one transaction; a read-only one runs each statement on its own
     (autocommit), which costs one round trip per read instead of three."""
+
+    # This process's listener for the changes announced here (set by the factory): told at commit.
+    heard: Callable[[Change], None] | None = None
 
     def __init__(self, engine: AsyncEngine, read_only: bool) -> None:
         self._engine = engine
@@ -82,6 +89,19 @@ class SqlUnitOfWork:
         repository = self._repositories[name] = make(self._db)
         setattr(self, name, repository)
         return repository
+
+    def _committed(self) -> None:
+        notices = self._repositories.get("changes")
+        if isinstance(notices, SqlChangeNotices) and notices.published:
+            published, notices.published = notices.published, []
+            if self.heard is not None:
+                for change in published:
+                    self.heard(change)
+
+    def _rolled_back(self) -> None:
+        notices = self._repositories.get("changes")
+        if isinstance(notices, SqlChangeNotices):
+            notices.published = []
 
     def _forget_repositories(self) -> None:
         for name in self._repositories:
@@ -112,9 +132,11 @@ class SqlUnitOfWork:
     async def commit(self) -> None:
         assert self._conn is not None
         await self._conn.commit()
+        self._committed()
 
     async def rollback(self) -> None:
         assert self._conn is not None
+        self._rolled_back()
         await self._conn.rollback()
 
 
@@ -185,8 +207,10 @@ class AsyncpgUnitOfWork(SqlUnitOfWork):
         if self._transaction is not None:
             transaction, self._transaction = self._transaction, None
             await transaction.commit()
+        self._committed()
 
     async def rollback(self) -> None:
+        self._rolled_back()
         if self._transaction is not None:
             transaction, self._transaction = self._transaction, None
             await transaction.rollback()
@@ -197,6 +221,9 @@ _PLACEHOLDER = re.compile(r"\$(\d+)")
 
 class _Batch:
     """Write statements held back until commit; reads go straight to the connection."""
+
+    dialect = "postgresql"
+    batched = True
 
     def __init__(self, conn: asyncpg.Connection) -> None:
         self._reads = AsyncpgExecutor(conn)
@@ -267,19 +294,25 @@ class SqlUnitOfWorkFactory:
         read_engine: AsyncEngine | None = None,
         read_pool: ReadPool | None = None,
         write_pool: ReadPool | None = None,
+        heard: Callable[[Change], None] | None = None,
     ) -> None:
         self.engine = engine
         self.read_engine = read_engine or engine
         self.read_pool = read_pool
         self.write_pool = write_pool
+        self.heard = heard  # told of the changes announced by this process's units of work
 
     def __call__(self, *, read_only: bool = False, batched: bool = False) -> SqlUnitOfWork:
         if not read_only:
+            uow: SqlUnitOfWork
             if self.write_pool is not None:
-                return (
+                uow = (
                     AsyncpgBatchUnitOfWork(self.write_pool) if batched else AsyncpgUnitOfWork(self.write_pool)
                 )
-            return SqlUnitOfWork(self.engine, read_only=False)
+            else:
+                uow = SqlUnitOfWork(self.engine, read_only=False)
+            uow.heard = self.heard
+            return uow
         if self.read_pool is not None:
             return AsyncpgReadUnitOfWork(self.read_pool)
         if self.read_engine is self.engine:

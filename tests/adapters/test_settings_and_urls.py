@@ -122,3 +122,27 @@ def test_the_engine_and_the_sandbox_are_chosen_from_settings(tmp_path: Path) -> 
     assert isinstance(daytona.sandbox(), DaytonaSandbox)
     with pytest.raises(RuntimeError, match="DAYTONA_API_KEY"):
         build_container(settings(SANDBOX_BACKEND="daytona")).sandbox()
+
+
+@pytest.mark.parametrize(
+    ("env", "feed_url"),
+    [
+        ({}, None),  # SQLite: no notices between processes, so nothing is cached
+        ({"DATABASE_URL": "postgresql://u@db/t"}, "postgresql://u@db/t"),
+        ({"DATABASE_URL": "postgresql://u@pool/t?pgbouncer=true"}, None),  # LISTEN needs a session
+        (
+            {"DATABASE_URL": "postgresql://u@pool/t?pgbouncer=true", "DIRECT_URL": "postgresql://u@db/t"},
+            "postgresql://u@db/t",
+        ),
+        ({"DATABASE_URL": "postgresql://u@db/t", "TOLSTOY_READ_CACHE_ENTRIES": "0"}, None),
+    ],
+)
+def test_the_change_feed_listens_on_a_session_connection(
+    env: dict[str, str], feed_url: str | None, tmp_path: Path
+) -> None:
+    from adapters.persistence.engine import asyncpg_dsn
+    from entrypoints.container import build_container
+
+    container = build_container(Settings(_env_file=None, TOLSTOY_DATA_DIR=str(tmp_path), **env))
+    feed = container.change_feed()
+    assert (feed and feed._dsn) == (feed_url and asyncpg_dsn(feed_url))

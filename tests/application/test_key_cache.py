@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pytest
 
+from application.cache import LocalCopies, ReadCache
 from application.organizations import ApiKeys, Organizations
 from application.ports import KeyOwner
 from application.resources import Users
@@ -62,17 +63,19 @@ def test_a_zero_ttl_turns_the_cache_off() -> None:
 
 @pytest.fixture
 def wired(uow: MemoryUnitOfWorkFactory):
-    """The use-cases sharing one cache, as the container wires them."""
+    """The use-cases sharing one cache, as the container wires them: the changes they announce
+    reach the cache when their unit of work commits."""
     counting = CountingUow(uow)
     cache = KeyOwnerCache(60)
+    uow.heard = LocalCopies(ReadCache(), cache).apply
     auth = Authenticator(counting, ADMIN_TOKEN, cache)
     clock = TickingClock()
     return (
         counting,
         auth,
         Organizations(uow, clock, auth),
-        ApiKeys(uow, clock, cache),
-        Users(uow, clock, cache),
+        ApiKeys(uow, clock),
+        Users(uow, clock),
     )
 
 

@@ -16,7 +16,7 @@ from copy import deepcopy
 from types import TracebackType
 from typing import Any, Self
 
-from application.ports import KeyOwner, Page
+from application.ports import Change, KeyOwner, Page
 from domain.errors import Conflict, FieldError, InvalidReference
 
 Tables = dict[str, dict[str, Any]]  # table -> id -> entity
@@ -396,9 +396,29 @@ class MemoryExecutionLogRepository(MemoryTenantRepository):
         }
 
 
+class MemoryChangeNotices:
+    def __init__(self, uow: MemoryUnitOfWork) -> None:
+        self._uow = uow
+        self.published: list[Change] = []
+
+    async def publish(self, change: Change) -> None:
+        self._uow._tables()  # inside 'async with' only
+        if self._uow._batched:
+            raise RuntimeError("a batched unit of work cannot announce changes")
+        self.published.append(change)
+
+
 class MemoryUnitOfWork:
-    def __init__(self, store: MemoryStore, read_only: bool, batched: bool = False) -> None:
+    def __init__(
+        self,
+        store: MemoryStore,
+        read_only: bool,
+        batched: bool = False,
+        heard: Callable[[Change], None] | None = None,
+    ) -> None:
         self._store, self._read_only, self._batched = store, read_only, batched
+        self._heard = heard
+        self.changes = MemoryChangeNotices(self)
         self._written: set[tuple[str, Any]] = set()
         self._active = False
         self._work: Tables = {}
@@ -438,6 +458,9 @@ class MemoryUnitOfWork:
                 for write, args in self._writes:
                     write(tables, *args)
             self._store.replace(tables)
+            published, self.changes.published = self.changes.published, []
+            for change in published if self._heard is not None else ():
+                self._heard(change)
         finally:
             self._begin()
 
@@ -446,6 +469,7 @@ class MemoryUnitOfWork:
         self._begin()
 
     def _begin(self) -> None:
+        self.changes.published = []
         self._written = set()
         self._version = self._store.version
         self._work = {} if self._read_only else self._store.copy()
@@ -477,8 +501,11 @@ class MemoryUnitOfWork:
 
 
 class MemoryUnitOfWorkFactory:
-    def __init__(self, store: MemoryStore | None = None) -> None:
+    def __init__(
+        self, store: MemoryStore | None = None, heard: Callable[[Change], None] | None = None
+    ) -> None:
         self.store = store if store is not None else MemoryStore()
+        self.heard = heard  # told of the changes announced by committed units of work
 
     def __call__(self, *, read_only: bool = False, batched: bool = False) -> MemoryUnitOfWork:
-        return MemoryUnitOfWork(self.store, read_only, batched)
+        return MemoryUnitOfWork(self.store, read_only, batched, None if read_only else self.heard)

@@ -7,7 +7,12 @@ Not a pytest test (nothing here is collected). Tolstoy runs as ``tolstoy grpc`` 
 PostgreSQL database; the bare servicer is this module with ``--bare``. Each runs in its own process;
 the load comes from this process: ``--clients`` concurrent callers over ``--channels`` channels
 (grpc.aio), one warm-up second, then ``--duration`` seconds measured. Rounds alternate the two
-targets. Prints throughput, p50 and p99 latency per target and the ratio (target >= 0.60).
+targets. Prints throughput, p50 and p99 latency and CPU per call (server, PostgreSQL, this client)
+per target, and the ratio (target >= 0.60).
+
+Tolstoy runs as deployed by default: flows read by id are served from its read cache once read
+(application/cache.py; PostgreSQL LISTEN/NOTIFY drops copies on change). ``--uncached`` turns the
+cache off, so that every call also reads PostgreSQL.
 """
 
 from __future__ import annotations
@@ -151,6 +156,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--channels", type=int, default=4, help="gRPC channels (HTTP/2 connections)")
     parser.add_argument("--rounds", type=int, default=2)
     parser.add_argument("--profile", type=Path, help="run Tolstoy under cProfile and write its stats here")
+    parser.add_argument(
+        "--uncached",
+        action="store_true",
+        help="turn Tolstoy's read cache off (TOLSTOY_READ_CACHE_ENTRIES=0): every GetFlow reads PostgreSQL",
+    )
     parser.add_argument("--bare", type=int, help=argparse.SUPPRESS)  # serve the bare servicer on this port
     parser.add_argument("--payload", type=Path, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
@@ -179,6 +189,7 @@ def main(argv: list[str] | None = None) -> int:
             TOLSTOY_DATA_DIR=str(work / "data"),
             TOLSTOY_AUTO_MIGRATE="true",
             LOG_LEVEL="warning",
+            TOLSTOY_READ_CACHE_ENTRIES="0" if args.uncached else "1000",
         )
         tolstoy_log, bare_log = work / "tolstoy.log", work / "bare.log"
         command = [tolstoy_command()[0], "grpc", "--port", str(tolstoy_port)]
@@ -264,7 +275,7 @@ def main(argv: list[str] | None = None) -> int:
     ratio = best["tolstoy"]["rps"] / best["bare"]["rps"]
     print(
         f"\nGetFlow ({answer.ByteSize()} bytes), {args.clients} concurrent calls over {args.channels} channels, "
-        f"{os.cpu_count()} CPUs, best of {args.rounds} rounds:"
+        f"{os.cpu_count()} CPUs, best of {args.rounds} rounds, read cache {'off' if args.uncached else 'on'}:"
     )
     for name in ("tolstoy", "bare"):
         r = best[name]
