@@ -8,6 +8,8 @@ the worker's Prometheus metrics (step timings, retries, errors): scrape it besid
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import multiprocessing
 
 from adapters.engine.arq_scheduler import ArqScheduler
@@ -35,6 +37,10 @@ def run_worker(settings: Settings, concurrency: int, metrics_port: int | None = 
         await close_engine(container)
         await close_container(container)
 
+    with contextlib.suppress(ImportError):  # uvloop (uvicorn[standard]): the loop ARQ picks up
+        import uvloop
+
+        asyncio.set_event_loop(uvloop.new_event_loop())
     build_worker(settings.redis_url, concurrency, make_runtime, close_runtime).run()
 
 
