@@ -6,6 +6,8 @@ plan, start the ready steps -- all in one (batched) transaction -- then run the 
 concurrently and wait for the first to finish, the next wake-up, the flow's deadline or a cancel.
 A step's result is committed before any step that depends on it starts. With nothing running and
 only future wake-ups left, the loop ends and hands back the wake-up time: no worker waits for it.
+Steps without side effects (DEFERRED_START) have their start written with their result, in the
+same checkpoint, unless they run longer than START_RECORD_AFTER.
 """
 
 from __future__ import annotations
@@ -46,6 +48,12 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("tolstoy.engine")
 SOON = timedelta(milliseconds=20)  # a wake-up this close is waited for here, not scheduled
+# Steps without side effects (JavaScript over the context) whose start is recorded with their
+# result, in one checkpoint, unless they are still running after START_RECORD_AFTER: a crash in
+# between loses nothing that running them again would not give back. Every other step's start is
+# committed before it runs (a request sent twice must carry the same attempt and key).
+DEFERRED_START = frozenset({"data_transform", "conditional"})
+START_RECORD_AFTER = timedelta(milliseconds=250)
 
 
 @dataclass(frozen=True, slots=True)
@@ -65,6 +73,16 @@ def masked(value: Any) -> Any:
     if isinstance(value, list):
         return [masked(v) for v in value]
     return value
+
+
+@dataclass(slots=True)
+class _Start:
+    """A started attempt whose rows are not written yet (DEFERRED_START)."""
+
+    at: datetime
+    new_state: bool  # the step has no row yet
+    log: ExecutionLog
+    event: Any
 
 
 @dataclass(slots=True)
@@ -121,6 +139,7 @@ class ExecutionRun:
         # which a row may be written only once, so a step recorded in it starts in the next one.
         self.touched: set[str] = set()
         self.logs: dict[str, ExecutionLog] = {}  # log rows this run started, by id
+        self.unwritten: dict[str, _Start] = {}  # started attempts not yet in the database
 
     def _outputs(self) -> dict[str, Any]:
         return execution_outputs(self.definition, self.states)
@@ -178,6 +197,8 @@ class ExecutionRun:
                 for result in finished:
                     await self._record(uow, result, now)
                 finished = []
+                for step_id in [k for k, v in self.unwritten.items() if now - v.at >= START_RECORD_AFTER]:
+                    await self._write_start(uow, step_id)
                 decision = self._plan(now)
                 while decision.wake:
                     for step_id in decision.wake:
@@ -215,7 +236,9 @@ class ExecutionRun:
         cancel = asyncio.create_task(self.cancel.wait())
         timeout = None
         deadline = self.execution.deadline_at
-        for moment in (next_at, deadline):
+        first_unwritten = min((v.at for v in self.unwritten.values()), default=None)
+        record_at = None if first_unwritten is None else first_unwritten + START_RECORD_AFTER
+        for moment in (next_at, deadline, record_at):
             if moment is not None:
                 seconds = max(0.0, (moment - self.e._clock.now()).total_seconds())
                 timeout = seconds if timeout is None else min(timeout, seconds)
@@ -339,7 +362,6 @@ class ExecutionRun:
             created_at=now,
             updated_at=now,
         )
-        await uow.execution_logs.add(log)
         self.logs[log.id] = log
         next_at = now + timedelta(milliseconds=step.config.get("ms", 0)) if step.type == "delay" else None
         state = state.but(
@@ -351,20 +373,29 @@ class ExecutionRun:
             started_at=state.started_at or now,
             error=None,
         )
-        await (uow.execution_steps.add(state) if new_state else uow.execution_steps.update(state))
         self.states[step_id] = state
-        await uow.outbox.add(
-            self.e.event(
-                self.execution,
-                "step.started",
-                now,
-                stepId=step_id,
-                stepName=step.name,
-                attempt=state.attempt,
-                status="started",
-            )
+        event = self.e.event(
+            self.execution,
+            "step.started",
+            now,
+            stepId=step_id,
+            stepName=step.name,
+            attempt=state.attempt,
+            status="started",
         )
+        self.unwritten[step_id] = _Start(now, new_state, log, event)
+        if step.type not in DEFERRED_START:
+            await self._write_start(uow, step_id)
         return None if step.type == "delay" else step
+
+    async def _write_start(self, uow: UnitOfWork, step_id: str) -> None:
+        """Commit the start of an attempt (its state, log row and event) with this checkpoint."""
+        start = self.unwritten.pop(step_id)
+        self.touched.add(step_id)
+        await uow.execution_logs.add(start.log)
+        state = self.states[step_id]
+        await (uow.execution_steps.add(state) if start.new_state else uow.execution_steps.update(state))
+        await uow.outbox.add(start.event)
 
     async def _execute(self, step: StepDefinition, sandbox: SandboxSession) -> _Finish:
         state = self.states[step.id]
@@ -442,9 +473,17 @@ class ExecutionRun:
         if step.type != "delay":
             self.e._metrics.step_executed(org, flow, step.id, result.seconds)
         self.states[step.id] = state
-        await uow.execution_steps.update(state)
-        if state.log_id:
-            await self._finish_log(uow, state.log_id, status, log_outputs, log_error, now)
+        start = self.unwritten.pop(step.id, None)  # started and finished in one checkpoint
+        if start is not None:
+            await uow.outbox.add(start.event)
+            await (uow.execution_steps.add(state) if start.new_state else uow.execution_steps.update(state))
+            self.logs.pop(start.log.id, None)
+            finished_log = start.log.changed(now=now, status=status, outputs=log_outputs, error=log_error)
+            await uow.execution_logs.add(finished_log)
+        else:
+            await uow.execution_steps.update(state)
+            if state.log_id:
+                await self._finish_log(uow, state.log_id, status, log_outputs, log_error, now)
         payload: dict[str, Any] = {
             "stepId": step.id,
             "stepName": step.name,

@@ -553,3 +553,51 @@ async def test_a_result_that_cannot_be_stored_fails_its_step_for_good(engine: En
     [log] = await engine.executions.logs(ctx, flow.id, e.id)
     assert log.status == "failed" and log.error["code"] == "OUTPUT_NOT_STORABLE"
     assert len(engine.http.calls("http://api.test/nul")) == 1
+
+
+async def test_a_pure_step_records_its_start_with_its_result_unless_it_runs_long(engine: Engine) -> None:
+    """data_transform/conditional steps (no side effects) commit start and result in one checkpoint;
+    one still running after START_RECORD_AFTER has its start committed then, so it shows as running."""
+    from application.engine.run import START_RECORD_AFTER
+
+    ctx = await engine.tenant()
+    release = asyncio.Event()
+
+    async def slow(c: dict) -> str:
+        await release.wait()
+        return "done"
+
+    engine.sandbox.define("slow", slow)
+    engine.sandbox.define("quick", lambda c: 1)
+    flow = await engine.flows.create(
+        ctx, name="Pure", steps=[transform("quick", "quick"), transform("slow", "slow")]
+    )
+    e = (await engine.executions.start(ctx, flow.id, {})).execution
+
+    async def slow_state() -> str | None:
+        view = await engine.executions.get(ctx, flow.id, e.id)
+        return next((s.status for s in view.steps if s.step_id == "slow"), None)
+
+    deadline = time.monotonic() + 5
+    while ("quick", "completed") not in await engine.logs(ctx, flow.id, e.id):
+        assert time.monotonic() < deadline
+        await asyncio.sleep(0.01)
+    # "slow" is running now, but its start is not recorded yet...
+    assert await engine.logs(ctx, flow.id, e.id) == [("quick", "completed")] and await slow_state() is None
+    # ...until it has run for START_RECORD_AFTER
+    deadline = time.monotonic() + START_RECORD_AFTER.total_seconds() + 5
+    while await slow_state() != "running":
+        assert time.monotonic() < deadline, "the long step's start was never recorded"
+        await asyncio.sleep(0.02)
+    assert await engine.logs(ctx, flow.id, e.id) == [("quick", "completed"), ("slow", "started")]
+    release.set()
+    view = await engine.finished(ctx, flow.id, e.id)
+    assert view.execution.status == "completed" and view.execution.outputs["slow"] == "done"
+    assert await engine.logs(ctx, flow.id, e.id) == [("quick", "completed"), ("slow", "completed")]
+    assert await engine.events(ctx, e.id) == [
+        ("flow.started", None),
+        ("step.started", "quick"), ("step.completed", "quick"),
+        ("step.started", "slow"), ("step.completed", "slow"),
+        ("flow.completed", None),
+    ]  # fmt: skip
+    assert [(s.step_id, s.attempt) for s in view.steps] == [("quick", 1), ("slow", 1)]
