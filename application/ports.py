@@ -115,6 +115,10 @@ class SecretStore(Protocol):
     async def delete(self, org_id: str, tool_id: str) -> None: ...
 
 
+class LeaseLost(Exception):
+    """Another worker holds the execution's lease now (see ``ExecutionRepository.fence``)."""
+
+
 class ExecutionRepository(TenantRepository[Execution], Protocol):
     """Executions. ``update`` never writes the lease or the cancel request: those change only
     through the methods below, so a worker's checkpoint cannot undo a cancel request."""
@@ -136,6 +140,12 @@ class ExecutionRepository(TenantRepository[Execution], Protocol):
 
     async def save_and_release(self, execution: Execution) -> None:
         """Write the execution (lease columns included) and let its lease go, in one statement."""
+        ...
+
+    async def fence(self, execution_id: str, owner: str) -> None:
+        """This unit of work's writes are kept only if ``owner`` holds the execution's lease when
+        they are committed: otherwise this call or the commit raises ``LeaseLost`` and nothing is
+        written. A worker that stalled past its lease cannot overwrite the one that took over."""
         ...
 
     async def due(

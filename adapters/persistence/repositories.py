@@ -12,7 +12,7 @@ from sqlalchemy.sql import Executable
 from adapters.persistence import tables
 from adapters.persistence.executor import Executor, prebuilt
 from adapters.persistence.integrity import translate
-from application.ports import KeyOwner, Page
+from application.ports import KeyOwner, LeaseLost, Page
 from domain.organization import Organization
 
 E = TypeVar("E")
@@ -232,6 +232,17 @@ class SqlExecutionRepository(SqlTenantRepository[E]):
     async def save_and_release(self, entity: E) -> None:
         """Write the execution and let its lease go, in one statement (ends an advance)."""
         await self._update(entity, ("org_id", "id"), frozenset({"cancel_requested"}))
+
+    async def fence(self, execution_id: str, owner: str) -> None:
+        t = self._table
+        if getattr(self._db, "batched", False):  # checked by the batch's one statement, at commit
+            self._db.fence = (execution_id, owner)
+            return
+        # In a transaction: the row lock (PostgreSQL; SQLite's writers hold the database lock from
+        # BEGIN IMMEDIATE) keeps the lease ours until commit.
+        held = select(t.c.id).where(t.c.id == execution_id, t.c.lease_owner == owner).with_for_update()
+        if await self._db.first(held) is None:
+            raise LeaseLost(f"the lease of {execution_id} is no longer {owner}'s")
 
     async def renew(self, execution_id: str, owner: str, until: Any) -> bool:
         t = self._table

@@ -27,7 +27,7 @@ from adapters.persistence.repositories import (
     SqlStepStateRepository,
     SqlTenantRepository,
 )
-from application.ports import Change
+from application.ports import Change, LeaseLost
 from domain.audit import AuditEvent
 from domain.credentials import ToolCredentials
 from domain.events import OutboxEvent
@@ -228,6 +228,7 @@ class _Batch:
     def __init__(self, conn: asyncpg.Connection) -> None:
         self._reads = AsyncpgExecutor(conn)
         self.writes: list[tuple[str, list[Any]]] = []
+        self.fence: tuple[str, str] | None = None  # (execution id, lease owner): see ``statement``
 
     async def all(self, statement: Any, params: Any = None) -> Any:
         return await self._reads.all(statement, params)
@@ -244,15 +245,24 @@ class _Batch:
         return 1  # held back: batched writers do not look at row counts
 
     def statement(self) -> tuple[str, list[Any]]:
-        """All the writes as one statement (data-modifying CTEs): atomic on its own, one round trip."""
-        if len(self.writes) == 1:
+        """All the writes as one statement (data-modifying CTEs): atomic on its own, one round trip.
+
+        With a fence, the statement first locks the execution's row if the lease is still the
+        owner's, and divides by the number of rows locked: with none, division by zero aborts the
+        whole statement, its writes included (``commit`` raises ``LeaseLost``). The referenced
+        fence runs before the unreferenced writes (which PostgreSQL completes afterwards)."""
+        if len(self.writes) == 1 and self.fence is None:
             return self.writes[0]
         parts, args = [], []
+        if self.fence is not None:
+            args.extend(self.fence)
+            parts.append("fence AS (SELECT id FROM executions WHERE id = $1 AND lease_owner = $2 FOR UPDATE)")
         for i, (sql, values) in enumerate(self.writes):
             offset = len(args)
             parts.append(f"w{i} AS ({_PLACEHOLDER.sub(lambda m, o=offset: f'${int(m[1]) + o}', sql)})")
             args.extend(values)
-        return "WITH " + ", ".join(parts) + " SELECT 1", args
+        result = "1 / (SELECT count(*) FROM fence)" if self.fence is not None else "1"
+        return "WITH " + ", ".join(parts) + " SELECT " + result, args
 
 
 class AsyncpgBatchUnitOfWork(AsyncpgReadUnitOfWork):
@@ -272,15 +282,19 @@ class AsyncpgBatchUnitOfWork(AsyncpgReadUnitOfWork):
         if not self._batch.writes:
             return
         sql, args = self._batch.statement()
-        self._batch.writes = []
+        fence, self._batch.writes, self._batch.fence = self._batch.fence, [], None
         try:
             await self._raw.execute(sql, *args)
         except asyncpg.IntegrityConstraintViolationError as exc:
             raise translate(IntegrityError(sql, None, exc), "object") from None
+        except asyncpg.DivisionByZeroError:
+            if fence is None:
+                raise
+            raise LeaseLost(f"the lease of {fence[0]} is no longer {fence[1]}'s") from None
 
     async def rollback(self) -> None:
         if self._batch is not None:
-            self._batch.writes = []
+            self._batch.writes, self._batch.fence = [], None
 
 
 class SqlUnitOfWorkFactory:

@@ -21,7 +21,7 @@ from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
 from application.engine.steps import StepContext, StepFailed
-from application.ports import SandboxSession, UnitOfWork
+from application.ports import LeaseLost, SandboxSession, UnitOfWork
 from domain import rules
 from domain.credentials import MASK, is_sensitive
 from domain.execution import (
@@ -149,6 +149,10 @@ class ExecutionRun:
         try:
             async with self.e._sandbox.session(self.execution.org_id) as sandbox:
                 return await self._loop(sandbox)
+        except LeaseLost:  # another worker took the execution over: it wrote nothing, stop here
+            log.warning("lost the lease of %s; another worker goes on with it", self.execution.id)
+            self.lost = True
+            return Advanced()
         finally:
             keeper.cancel()
             with contextlib.suppress(asyncio.CancelledError):
@@ -194,6 +198,7 @@ class ExecutionRun:
                 return await self._stop(stop, finished, now)
             self.touched = set()
             async with self.e._uow(batched=True) as uow:  # a checkpoint: one statement
+                await uow.executions.fence(self.execution.id, self.e.worker_id)
                 for result in finished:
                     await self._record(uow, result, now)
                 finished = []
@@ -278,6 +283,7 @@ class ExecutionRun:
             "The execution was cancelled" if reason == CANCELLED else "The flow's execution timeout passed"
         )
         async with self.e._uow(batched=True) as uow:
+            await uow.executions.fence(self.execution.id, self.e.worker_id)
             for result in finished:
                 await self._record(uow, result, now)
             for step_id in list(self.tasks):

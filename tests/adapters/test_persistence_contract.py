@@ -389,3 +389,38 @@ async def test_the_outbox_lists_the_events_of_one_execution_oldest_first(uow_fac
         assert [e.payload["n"] for e in later] == [2, 3]
         assert [e.payload["n"] for e in await uow.outbox.for_execution(org.id, "exec_1", None, 2)] == [0, 1]
         assert await uow.outbox.for_execution(org.id, "nope", None, 100) == []
+
+
+async def test_a_fence_keeps_writes_only_while_the_lease_is_held(uow_factory) -> None:
+    from application.ports import LeaseLost
+    from domain.events import OutboxEvent
+    from domain.execution import Execution
+
+    org = await _new_org(uow_factory)
+    flow = _flow(org.id)
+    now = clock.now()
+    execution = Execution(
+        id=new_id("exec"), org_id=org.id, flow_id=flow.id, flow_version=1, user_id=None,
+        status="running", variables={}, created_at=now, updated_at=now,
+    )  # fmt: skip
+
+    def event(kind: str) -> OutboxEvent:
+        return OutboxEvent(id=new_id("evt"), org_id=org.id, type=kind, payload={}, created_at=now)
+
+    async with uow_factory() as uow:
+        await uow.flows.add(flow)
+        await uow.executions.add(execution)
+        assert await uow.executions.claim(execution.id, "w1", now + timedelta(minutes=1), now) is not None
+        await uow.commit()
+    for batched in (True, False):
+        async with uow_factory(batched=batched) as uow:  # the lease holder's writes are kept
+            await uow.executions.fence(execution.id, "w1")
+            await uow.outbox.add(event(f"kept-{batched}"))
+            await uow.commit()
+        with pytest.raises(LeaseLost):  # anyone else's are refused: at once, or at commit
+            async with uow_factory(batched=batched) as uow:
+                await uow.executions.fence(execution.id, "w2")
+                await uow.outbox.add(event(f"refused-{batched}"))
+                await uow.commit()
+    async with uow_factory(read_only=True) as uow:
+        assert sorted(e.type for e in await uow.outbox.list(org.id, Page())) == ["kept-False", "kept-True"]

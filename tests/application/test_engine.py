@@ -601,3 +601,40 @@ async def test_a_pure_step_records_its_start_with_its_result_unless_it_runs_long
         ("flow.completed", None),
     ]  # fmt: skip
     assert [(s.step_id, s.attempt) for s in view.steps] == [("quick", 1), ("slow", 1)]
+
+
+async def test_a_worker_that_lost_its_lease_writes_nothing_more(engine: Engine) -> None:
+    """Fencing: once another worker holds the lease (this one stalled past it), this one's next
+    checkpoint is refused whole: its step result, log row and events are not written."""
+    from datetime import timedelta
+
+    ctx = await engine.tenant()
+    release = asyncio.Event()
+
+    async def stalled(c: dict) -> str:
+        await release.wait()
+        return "late"
+
+    engine.sandbox.define("stalled", stalled)
+    engine.sandbox.define("quick", lambda c: 1)
+    flow = await engine.flows.create(
+        ctx, name="Fenced", steps=[transform("quick", "quick"), transform("stalled", "stalled")]
+    )
+    e = (await engine.executions.start(ctx, flow.id, {})).execution
+    deadline = time.monotonic() + 5
+    while ("quick", "completed") not in await engine.logs(ctx, flow.id, e.id):
+        assert time.monotonic() < deadline
+        await asyncio.sleep(0.01)
+    async with engine.uow() as uow:  # the lease passes to another worker (as if it had expired)
+        await uow.executions.release(e.id, engine.advance.worker_id)
+        now = engine.clock.now()
+        assert await uow.executions.claim(e.id, "intruder", now + timedelta(minutes=5), now) is not None
+        await uow.commit()
+    events_before = await engine.events(ctx, e.id)
+    release.set()
+    await asyncio.sleep(0.5)
+    view = await engine.executions.get(ctx, flow.id, e.id)
+    assert view.execution.status == "running" and view.execution.lease_owner == "intruder"
+    assert [(s.step_id, s.status) for s in view.steps] == [("quick", "completed")]
+    assert await engine.logs(ctx, flow.id, e.id) == [("quick", "completed")]
+    assert await engine.events(ctx, e.id) == events_before

@@ -16,7 +16,7 @@ from copy import deepcopy
 from types import TracebackType
 from typing import Any, Self
 
-from application.ports import Change, KeyOwner, Page
+from application.ports import Change, KeyOwner, LeaseLost, Page
 from domain.errors import Conflict, FieldError, InvalidReference
 
 Tables = dict[str, dict[str, Any]]  # table -> id -> entity
@@ -295,6 +295,10 @@ class MemoryExecutionRepository(MemoryTenantRepository):
         self._uow._write(_set, self._table, execution_id, {"lease_owner": owner, "lease_until": until})
         return deepcopy(self._rows()[execution_id])
 
+    async def fence(self, execution_id: str, owner: str) -> None:
+        self._uow._tables()
+        self._uow.fences.append((execution_id, owner))  # checked at commit, against what is committed
+
     async def renew(self, execution_id: str, owner: str, until: Any) -> bool:
         row = self._rows().get(execution_id)
         if row is None or row.lease_owner != owner:
@@ -419,6 +423,7 @@ class MemoryUnitOfWork:
         self._store, self._read_only, self._batched = store, read_only, batched
         self._heard = heard
         self.changes = MemoryChangeNotices(self)
+        self.fences: list[tuple[str, str]] = []
         self._written: set[tuple[str, Any]] = set()
         self._active = False
         self._work: Tables = {}
@@ -453,6 +458,10 @@ class MemoryUnitOfWork:
         if self._read_only:
             return
         try:
+            for execution_id, owner in self.fences:
+                row = self._store.tables["executions"].get(execution_id)
+                if row is None or row.lease_owner != owner:
+                    raise LeaseLost(f"the lease of {execution_id} is no longer {owner}'s")
             if self._store.version != self._version:  # someone committed since we began
                 tables = self._store.copy()
                 for write, args in self._writes:
@@ -470,6 +479,7 @@ class MemoryUnitOfWork:
 
     def _begin(self) -> None:
         self.changes.published = []
+        self.fences = []
         self._written = set()
         self._version = self._store.version
         self._work = {} if self._read_only else self._store.copy()
