@@ -555,33 +555,40 @@ async def test_a_result_that_cannot_be_stored_fails_its_step_for_good(engine: En
     assert len(engine.http.calls("http://api.test/nul")) == 1
 
 
+async def quick_then_held(engine: Engine, held: str, output: str):
+    """A flow of two data_transform steps, "quick" then ``held``, started and run until ``held`` is
+    running: it returns ``output`` once the returned event is set."""
+    ctx = await engine.tenant()
+    release = asyncio.Event()
+
+    async def wait_then_answer(c: dict) -> str:
+        await release.wait()
+        return output
+
+    engine.sandbox.define(held, wait_then_answer)
+    engine.sandbox.define("quick", lambda c: 1)
+    flow = await engine.flows.create(
+        ctx, name=held, steps=[transform("quick", "quick"), transform(held, held)]
+    )
+    e = (await engine.executions.start(ctx, flow.id, {})).execution
+    deadline = time.monotonic() + 5
+    while ("quick", "completed") not in await engine.logs(ctx, flow.id, e.id):
+        assert time.monotonic() < deadline, "the first step did not complete"
+        await asyncio.sleep(0.01)
+    return ctx, flow, e, release
+
+
 async def test_a_pure_step_records_its_start_with_its_result_unless_it_runs_long(engine: Engine) -> None:
     """data_transform/conditional steps (no side effects) commit start and result in one checkpoint;
     one still running after START_RECORD_AFTER has its start committed then, so it shows as running."""
     from application.engine.run import START_RECORD_AFTER
 
-    ctx = await engine.tenant()
-    release = asyncio.Event()
-
-    async def slow(c: dict) -> str:
-        await release.wait()
-        return "done"
-
-    engine.sandbox.define("slow", slow)
-    engine.sandbox.define("quick", lambda c: 1)
-    flow = await engine.flows.create(
-        ctx, name="Pure", steps=[transform("quick", "quick"), transform("slow", "slow")]
-    )
-    e = (await engine.executions.start(ctx, flow.id, {})).execution
+    ctx, flow, e, release = await quick_then_held(engine, "slow", "done")
 
     async def slow_state() -> str | None:
         view = await engine.executions.get(ctx, flow.id, e.id)
         return next((s.status for s in view.steps if s.step_id == "slow"), None)
 
-    deadline = time.monotonic() + 5
-    while ("quick", "completed") not in await engine.logs(ctx, flow.id, e.id):
-        assert time.monotonic() < deadline
-        await asyncio.sleep(0.01)
     # "slow" is running now, but its start is not recorded yet...
     assert await engine.logs(ctx, flow.id, e.id) == [("quick", "completed")] and await slow_state() is None
     # ...until it has run for START_RECORD_AFTER
@@ -608,23 +615,7 @@ async def test_a_worker_that_lost_its_lease_writes_nothing_more(engine: Engine) 
     checkpoint is refused whole: its step result, log row and events are not written."""
     from datetime import timedelta
 
-    ctx = await engine.tenant()
-    release = asyncio.Event()
-
-    async def stalled(c: dict) -> str:
-        await release.wait()
-        return "late"
-
-    engine.sandbox.define("stalled", stalled)
-    engine.sandbox.define("quick", lambda c: 1)
-    flow = await engine.flows.create(
-        ctx, name="Fenced", steps=[transform("quick", "quick"), transform("stalled", "stalled")]
-    )
-    e = (await engine.executions.start(ctx, flow.id, {})).execution
-    deadline = time.monotonic() + 5
-    while ("quick", "completed") not in await engine.logs(ctx, flow.id, e.id):
-        assert time.monotonic() < deadline
-        await asyncio.sleep(0.01)
+    ctx, flow, e, release = await quick_then_held(engine, "stalled", "late")
     async with engine.uow() as uow:  # the lease passes to another worker (as if it had expired)
         await uow.executions.release(e.id, engine.advance.worker_id)
         now = engine.clock.now()
