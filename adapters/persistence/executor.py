@@ -75,7 +75,7 @@ def _is_json(type_: Any) -> bool:
 class _Compiled:
     """One statement shape compiled for asyncpg: SQL text, parameter order, value converters."""
 
-    __slots__ = ("bind", "compiled", "names", "order", "results", "sql")
+    __slots__ = ("bind", "compiled", "fixed", "names", "order", "results", "sql")
 
     def __init__(self, statement: Executable, key: Any) -> None:
         compiled = self.compiled = _DIALECT.statement_compiler(_DIALECT, statement, cache_key=key)
@@ -83,6 +83,11 @@ class _Compiled:
         self.order: tuple[str, ...] = tuple(compiled.positiontup or ())
         processors = compiled._bind_processors  # SQLAlchemy's own per-type converters
         self.bind: dict[str, Callable[[Any], Any]] = {}
+        # Literal values written into the statement (``status == "running"``): a prebuilt
+        # statement's call passes only its named parameters.
+        self.fixed = {
+            name: compiled.binds[name].value for name in self.order if not compiled.binds[name].required
+        }
         for name in self.order:
             if _is_json(compiled.binds[name].type):
                 self.bind[name] = json_text  # SQLAlchemy leaves JSON to a codec raw connections lack
@@ -115,10 +120,10 @@ class _Compiled:
         return out
 
     def named(self, params: Mapping[str, Any]) -> list[Any]:
-        """Arguments straight from named parameters (prebuilt statements have no literals)."""
+        """Arguments straight from named parameters (and the statement's own literals)."""
         out = []
         for name in self.order:
-            value = params[name]
+            value = params[name] if name in params else self.fixed[name]
             convert = self.bind.get(name)
             out.append(convert(value) if convert is not None and value is not None else value)
         return out
@@ -138,8 +143,9 @@ _PREBUILT: dict[int, tuple[Executable, _Compiled]] = {}
 
 
 def prebuilt(statement: Executable) -> Executable:
-    """Mark a statement built once and kept for the life of the process, whose only parameters
-    are named ``bindparam()``s: it is compiled now, and calls skip cache-key generation."""
+    """Mark a statement built once and kept for the life of the process, whose parameters are
+    named ``bindparam()``s (and literals, which keep their value): it is compiled now, and calls
+    skip cache-key generation."""
     key = statement._generate_cache_key()
     _PREBUILT[id(statement)] = (statement, _Compiled(statement, key))
     return statement

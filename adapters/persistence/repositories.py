@@ -208,6 +208,47 @@ def _unfinished(t: Table) -> Any:
     return or_(*(t.c.status == status for status in _UNFINISHED))
 
 
+def _execution_statements() -> dict[str, Any]:
+    """The engine's per-execution statements, built once (named ``bindparam()``s): an advance runs
+    several, and building them per call cost more than sending them."""
+    t, o = tables.executions, tables.organizations
+    owner, now, until = bindparam("b_owner"), bindparam("b_now"), bindparam("b_until")
+    by_id = t.c.id == bindparam("b_id")
+    mine = t.c.lease_owner == owner
+    free = or_(t.c.lease_owner.is_(None), t.c.lease_until < now, mine)
+    return {
+        name: prebuilt(statement)
+        for name, statement in {
+            "claim": update(t)
+            .where(by_id, _unfinished(t), free)
+            .values(lease_owner=owner, lease_until=until)
+            .returning(*t.c),
+            "fence": select(t.c.id).where(by_id, mine).with_for_update(),
+            "renew": update(t).where(by_id, mine).values(lease_until=until),
+            "release": update(t).where(by_id, mine).values(lease_owner=None, lease_until=None),
+            # A no-op UPDATE: a row lock on PostgreSQL, the database write lock on SQLite.
+            "lock_org": update(o).where(o.c.id == bindparam("b_org_id")).values(updated_at=o.c.updated_at),
+            "slots": select(
+                func.count().filter(t.c.flow_id == bindparam("b_flow_id")).label("flow"),
+                func.count().label("org"),
+            ).where(t.c.org_id == bindparam("b_org_id"), t.c.status == "running"),
+            "waiting": select(t.c.id)
+            .where(t.c.org_id == bindparam("b_org_id"), t.c.status == "queued", t.c.wake_at.is_not(None))
+            .order_by(t.c.created_at, t.c.id)
+            .limit(bindparam("b_limit")),
+        }.items()
+    }
+
+
+_EXECUTIONS: dict[str, Any] = {}
+
+
+def _executions(name: str) -> Any:
+    if not _EXECUTIONS:
+        _EXECUTIONS.update(_execution_statements())
+    return _EXECUTIONS[name]
+
+
 class SqlExecutionRepository(SqlTenantRepository[E]):
     def __init__(self, db: Executor) -> None:
         from domain.execution import Execution
@@ -218,15 +259,8 @@ class SqlExecutionRepository(SqlTenantRepository[E]):
         await self._update(entity, ("org_id", "id"), _EXECUTION_CONTROL)
 
     async def claim(self, execution_id: str, owner: str, until: Any, now: Any) -> E | None:
-        t = self._table
-        free = or_(t.c.lease_owner.is_(None), t.c.lease_until < now, t.c.lease_owner == owner)
-        statement = (
-            update(t)
-            .where(t.c.id == execution_id, _unfinished(t), free)
-            .values(lease_owner=owner, lease_until=until)
-            .returning(*t.c)
-        )
-        row = await self._db.first(statement)
+        params = {"b_id": execution_id, "b_owner": owner, "b_until": until, "b_now": now}
+        row = await self._db.first(_executions("claim"), params)
         return None if row is None else self._from_row(row)
 
     async def save_and_release(self, entity: E) -> None:
@@ -234,30 +268,24 @@ class SqlExecutionRepository(SqlTenantRepository[E]):
         await self._update(entity, ("org_id", "id"), frozenset({"cancel_requested"}))
 
     async def fence(self, execution_id: str, owner: str) -> None:
-        t = self._table
         if getattr(self._db, "batched", False):  # checked by the batch's one statement, at commit
             self._db.fence = (execution_id, owner)
             return
         # In a transaction: the row lock (PostgreSQL; SQLite's writers hold the database lock from
         # BEGIN IMMEDIATE) keeps the lease ours until commit.
-        held = select(t.c.id).where(t.c.id == execution_id, t.c.lease_owner == owner).with_for_update()
-        if await self._db.first(held) is None:
+        if await self._db.first(_executions("fence"), {"b_id": execution_id, "b_owner": owner}) is None:
             raise LeaseLost(f"the lease of {execution_id} is no longer {owner}'s")
 
     async def renew(self, execution_id: str, owner: str, until: Any) -> bool:
-        t = self._table
-        statement = (
-            update(t).where(t.c.id == execution_id, t.c.lease_owner == owner).values(lease_until=until)
+        return (
+            await self._db.run(
+                _executions("renew"), {"b_id": execution_id, "b_owner": owner, "b_until": until}
+            )
+            > 0
         )
-        return await self._db.run(statement) > 0
 
     async def release(self, execution_id: str, owner: str) -> None:
-        t = self._table
-        await self._db.run(
-            update(t)
-            .where(t.c.id == execution_id, t.c.lease_owner == owner)
-            .values(lease_owner=None, lease_until=None)
-        )
+        await self._db.run(_executions("release"), {"b_id": execution_id, "b_owner": owner})
 
     async def request_cancel(self, org_id: str, execution_id: str) -> bool:
         t = self._table
@@ -269,16 +297,10 @@ class SqlExecutionRepository(SqlTenantRepository[E]):
         return await self._db.run(statement) > 0
 
     async def lock_org(self, org_id: str) -> None:
-        # A no-op UPDATE: a row lock on PostgreSQL, the database write lock on SQLite.
-        o = tables.organizations
-        await self._db.run(update(o).where(o.c.id == org_id).values(updated_at=o.c.updated_at))
+        await self._db.run(_executions("lock_org"), {"b_org_id": org_id})
 
     async def slots_in_use(self, org_id: str, flow_id: str) -> tuple[int, int]:
-        t = self._table
-        query = select(
-            func.count().filter(t.c.flow_id == flow_id).label("flow"), func.count().label("org")
-        ).where(t.c.org_id == org_id, t.c.status == "running")
-        row = await self._db.first(query)
+        row = await self._db.first(_executions("slots"), {"b_org_id": org_id, "b_flow_id": flow_id})
         return (int(row["flow"]), int(row["org"])) if row else (0, 0)
 
     async def due(
@@ -304,14 +326,10 @@ class SqlExecutionRepository(SqlTenantRepository[E]):
         return [(r["org_id"], r["id"], r["wake_at"]) for r in await self._db.all(query)]
 
     async def waiting_for_slot(self, org_id: str, limit: int) -> list[str]:
-        t = self._table
-        query = (
-            select(t.c.id)
-            .where(t.c.org_id == org_id, t.c.status == "queued", t.c.wake_at.is_not(None))
-            .order_by(t.c.created_at, t.c.id)
-            .limit(limit)
-        )
-        return [r["id"] for r in await self._db.all(query)]
+        return [
+            r["id"]
+            for r in await self._db.all(_executions("waiting"), {"b_org_id": org_id, "b_limit": limit})
+        ]
 
     async def status_counts(self, org_id: str, flow_id: str) -> dict[str, int]:
         t = self._table
