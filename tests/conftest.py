@@ -63,6 +63,18 @@ async def uow_factory(request: pytest.FixtureRequest) -> AsyncIterator[object]:
     await engine.dispose()
 
 
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """``sql_only`` tests are not collected on the in-memory fake (e.g. locks between connections)."""
+    keep, drop = [], []
+    for item in items:
+        params = getattr(getattr(item, "callspec", None), "params", {})
+        memory = params.get("uow_factory") == "memory" and item.get_closest_marker("sql_only")
+        (drop if memory else keep).append(item)
+    if drop:
+        config.hook.pytest_deselected(items=drop)
+        items[:] = keep
+
+
 def make_settings(database_url: str, data_dir: Path, **extra: object):
     from entrypoints.settings import Settings
 

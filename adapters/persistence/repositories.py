@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any, Generic, TypeVar
 
-from sqlalchemy import Table, and_, bindparam, delete, distinct, func, insert, or_, select, update
+from sqlalchemy import Table, and_, bindparam, delete, distinct, func, insert, literal, or_, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.sql import Executable
 
@@ -226,8 +226,15 @@ def _execution_statements() -> dict[str, Any]:
             "fence": select(t.c.id).where(by_id, mine).with_for_update(),
             "renew": update(t).where(by_id, mine).values(lease_until=until),
             "release": update(t).where(by_id, mine).values(lease_owner=None, lease_until=None),
-            # A no-op UPDATE: a row lock on PostgreSQL, the database write lock on SQLite.
+            # SQLite: a no-op UPDATE takes the database's write lock (already held since BEGIN
+            # IMMEDIATE). PostgreSQL: a transaction-scoped advisory lock, keyed in a class of
+            # Tolstoy's own: no row written, and the organization's row stays free for its updates.
             "lock_org": update(o).where(o.c.id == bindparam("b_org_id")).values(updated_at=o.c.updated_at),
+            "lock_org_pg": select(
+                func.pg_advisory_xact_lock(
+                    literal(ADMISSION_LOCK_CLASS), func.hashtext(bindparam("b_org_id"))
+                )
+            ),
             "slots": select(
                 func.count().filter(t.c.flow_id == bindparam("b_flow_id")).label("flow"),
                 func.count().label("org"),
@@ -241,6 +248,7 @@ def _execution_statements() -> dict[str, Any]:
 
 
 _EXECUTIONS: dict[str, Any] = {}
+ADMISSION_LOCK_CLASS = 0x746F6C73  # "tols": pg_advisory_xact_lock(class, hashtext(org id))
 
 
 def _executions(name: str) -> Any:
@@ -297,7 +305,10 @@ class SqlExecutionRepository(SqlTenantRepository[E]):
         return await self._db.run(statement) > 0
 
     async def lock_org(self, org_id: str) -> None:
-        await self._db.run(_executions("lock_org"), {"b_org_id": org_id})
+        if getattr(self._db, "dialect", None) == "postgresql":
+            await self._db.first(_executions("lock_org_pg"), {"b_org_id": org_id})
+        else:
+            await self._db.run(_executions("lock_org"), {"b_org_id": org_id})
 
     async def slots_in_use(self, org_id: str, flow_id: str) -> tuple[int, int]:
         row = await self._db.first(_executions("slots"), {"b_org_id": org_id, "b_flow_id": flow_id})

@@ -424,3 +424,33 @@ async def test_a_fence_keeps_writes_only_while_the_lease_is_held(uow_factory) ->
                 await uow.commit()
     async with uow_factory(read_only=True) as uow:
         assert sorted(e.type for e in await uow.outbox.list(org.id, Page())) == ["kept-False", "kept-True"]
+
+
+@pytest.mark.sql_only
+async def test_admissions_of_one_organization_are_serialised(uow_factory) -> None:
+    """lock_org holds until the transaction ends: a second admission of the same organization
+    waits for the first to commit (SQLite: its writer lock; PostgreSQL: an advisory lock, which
+    leaves other organizations' admissions free)."""
+    import asyncio
+
+    org = await _new_org(uow_factory)
+    other = await _new_org(uow_factory)
+    first = uow_factory()
+    await first.__aenter__()
+    try:
+        await first.executions.lock_org(org.id)
+
+        async def second_admission(org_id: str) -> None:
+            async with uow_factory() as uow:
+                await uow.executions.lock_org(org_id)
+                await uow.commit()
+
+        waiting = asyncio.create_task(second_admission(org.id))
+        await asyncio.sleep(0.3)
+        assert not waiting.done()
+        if uow_factory.write_pool is not None:  # PostgreSQL: another organization does not wait
+            await asyncio.wait_for(second_admission(other.id), 5)
+        await first.commit()
+    finally:
+        await first.__aexit__(None, None, None)
+    await asyncio.wait_for(waiting, 5)
