@@ -12,7 +12,7 @@ from __future__ import annotations
 import json
 import re
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from domain.rules import Problems, type_name
@@ -72,9 +72,13 @@ class FlowDefinition:
     steps: tuple[StepDefinition, ...]
     settings: ExecutionSettings
     order: tuple[str, ...]  # a topological order of the step ids
+    _by_id: dict[str, StepDefinition] = field(init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "_by_id", {s.id: s for s in self.steps})
 
     def step(self, step_id: str) -> StepDefinition:
-        return next(s for s in self.steps if s.id == step_id)
+        return self._by_id[step_id]
 
 
 # --- per-type config shapes ------------------------------------------------------------------------
