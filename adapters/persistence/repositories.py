@@ -194,6 +194,8 @@ class SqlOrganizationRepository(_Rows[Organization]):
         if not _storable(org_id):
             return False
         t = self._table
+        # Everything else goes by foreign-key cascades; the outbox has no key to organizations.
+        await self._write(delete(tables.outbox_events).where(tables.outbox_events.c.org_id == org_id))
         return await self._write(delete(t).where(t.c.id == org_id)) > 0
 
 

@@ -233,13 +233,41 @@ async def test_the_database_refuses_links_across_organizations(uow_factory) -> N
 async def test_a_tool_with_actions_cannot_be_deleted_but_an_organization_takes_everything(
     uow_factory,
 ) -> None:
+    from domain.events import OutboxEvent
+    from domain.execution import Execution, StepState
+
     org = await _new_org(uow_factory)
     tool, flow, user = _tool(org.id), _flow(org.id), _user(org.id)
+    now = clock.now()
+    execution = Execution(
+        id=new_id("exec"), org_id=org.id, flow_id=flow.id, flow_version=1, user_id=None,
+        status="running", variables={}, created_at=now, updated_at=now,
+    )  # fmt: skip
     async with uow_factory() as uow:
         await uow.tools.add(tool)
         await uow.actions.add(_action(org.id, tool.id))
         await uow.flows.add(flow)
         await uow.users.add(user)
+        await uow.executions.add(execution)
+        await uow.execution_steps.add(StepState.new(org.id, execution.id, "a", now))
+        await uow.execution_logs.add(
+            ExecutionLog.build(
+                id=new_id("log"),
+                now=now,
+                org_id=org.id,
+                user_id=user.id,
+                flow_id=flow.id,
+                execution_id=execution.id,
+                step_key="a",
+                status="completed",
+                inputs={},
+                outputs=None,
+                error=None,
+            )
+        )
+        await uow.outbox.add(
+            OutboxEvent(id=new_id("evt"), org_id=org.id, type="t", payload={}, created_at=now)
+        )
         await uow.commit()
     with pytest.raises(InvalidReference):
         async with uow_factory() as uow:
@@ -253,6 +281,10 @@ async def test_a_tool_with_actions_cannot_be_deleted_but_an_organization_takes_e
         assert await uow.actions.list(org.id, Page()) == []
         assert await uow.flows.get(org.id, flow.id) is None
         assert await uow.users.get(org.id, user.id) is None
+        assert await uow.executions.get(org.id, execution.id) is None
+        assert await uow.execution_steps.for_execution(org.id, execution.id) == []
+        assert await uow.execution_logs.list(org.id, Page()) == []
+        assert await uow.outbox.list(org.id, Page()) == []
 
 
 async def test_deleting_a_user_keeps_their_execution_logs(uow_factory) -> None:

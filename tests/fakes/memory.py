@@ -66,9 +66,11 @@ FOREIGN_KEYS = (
     ("executions", "flow_id", "flows", True, "cascade"),
     ("execution_steps", "execution_id", "executions", False, "cascade"),
 )
-# Every tenant table references organizations ON DELETE CASCADE. Children come before their
-# parents, so removing an organization's rows in this order never meets a restricting reference.
+# Every tenant table goes with its organization (ON DELETE CASCADE, through a parent for the
+# engine's tables, or deleted by the repository: the outbox). Children come before their parents,
+# so removing an organization's rows in this order never meets a restricting reference.
 OWNED_BY_ORGANIZATION = (
+    "outbox",
     "execution_steps",
     "executions",
     "flow_versions",
