@@ -404,11 +404,22 @@ class SqlExecutionLogRepository(SqlTenantRepository[E]):
 
 
 class SqlOutboxRepository(SqlTenantRepository[E]):
+    """The ``execution_id`` column is the payload's ``executionId`` (an index, not an entity field)."""
+
+    def _values(self, entity: E) -> dict[str, Any]:
+        values = {column: getattr(entity, column) for column in self._columns if column != "execution_id"}
+        execution_id = values["payload"].get("executionId") if isinstance(values["payload"], dict) else None
+        values["execution_id"] = execution_id if isinstance(execution_id, str) else None
+        return values
+
+    def _from_row(self, row: Mapping[str, Any]) -> E:
+        return self._entity(**{k: v for k, v in row.items() if k != "execution_id"})
+
     async def for_execution(self, org_id: str, execution_id: str, since: Any, limit: int) -> list[E]:
         if not _storable(org_id, execution_id):
             return []
         t = self._table
-        query = select(t).where(t.c.org_id == org_id, t.c.payload["executionId"].as_string() == execution_id)
+        query = select(t).where(t.c.org_id == org_id, t.c.execution_id == execution_id)
         if since is not None:
             query = query.where(t.c.created_at >= since)
         query = query.order_by(t.c.created_at, t.c.id).limit(limit)

@@ -211,8 +211,12 @@ outbox_events = Table(
     Column("payload", JSONDocument, nullable=False),
     Column("created_at", UTCDateTime(), nullable=False),
     Column("dispatched_at", UTCDateTime()),
+    # The payload's executionId, kept apart so that an execution's events are found by an index
+    # (WatchExecution) rather than by reading every event of the organization.
+    Column("execution_id", String(ID)),
     Index(None, "dispatched_at", "created_at"),
     Index(None, "org_id", "created_at"),
+    Index(None, "org_id", "execution_id", "created_at"),
 )
 
 # Every version of a flow's steps and settings, immutable once written; executions pin one.

@@ -111,3 +111,30 @@ def test_flows_made_before_versions_existed_get_their_current_version_kept(empty
     kept = [json.loads(v) if isinstance(v, str) else v for v in row[4:]]
     assert row[:4] == ("fv_flow_1", "org_1", "flow_1", 3)
     assert kept == [steps, {"execution": {"concurrency": 2}}]
+
+
+def test_existing_outbox_events_are_found_by_their_execution(empty_database: str) -> None:
+    """0006 copies each event's payload executionId into the indexed execution_id column."""
+    import json
+
+    from tests.support import _run
+
+    upgrade(empty_database, "0005")
+    _run(
+        _sql(
+            empty_database,
+            "INSERT INTO organizations (id, name, created_at, updated_at) VALUES ('org_1', 'O', CURRENT_TIMESTAMP, CURRENT_TIMESTAMP)",
+        )
+    )
+    for event_id, payload in (("evt_1", {"executionId": "exec_1", "n": 1}), ("evt_2", {"other": True})):
+        _run(
+            _sql(
+                empty_database,
+                "INSERT INTO outbox_events (id, org_id, type, payload, created_at) "
+                "VALUES (:id, 'org_1', 'step.completed', :payload, CURRENT_TIMESTAMP)",
+                {"id": event_id, "payload": json.dumps(payload)},
+            )
+        )
+    upgrade(empty_database)
+    rows = _run(_sql(empty_database, "SELECT id, execution_id FROM outbox_events ORDER BY id"))
+    assert [tuple(r) for r in rows] == [("evt_1", "exec_1"), ("evt_2", None)]
