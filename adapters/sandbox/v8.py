@@ -425,7 +425,8 @@ class _Isolate:
         self.racer = racer
 
     async def eval(self, script: str, timeout_s: float) -> Any:
-        return await asyncio.wait_for(self.racer.eval_cancelable(script), timeout_s)
+        async with asyncio.timeout(timeout_s):  # cheaper than wait_for: no task of its own
+            return await self.racer.eval_cancelable(script)
 
     def close(self) -> None:
         """Dispose of the isolate: waits for V8 to stop (terminating any JavaScript it runs)."""
