@@ -1,7 +1,8 @@
 """Copies of stored objects kept in memory, and the change notices that make them go.
 
-Flows, tools and actions are read far more often than they change (every ``GET``, every
-execution). ``ReadCache`` keeps the ones read by id; a change committed by any process sharing the
+Flows, tools and actions are read far more often than they change. ``ReadCache`` keeps the ones
+the use cases read by id (``TenantResources.get``: REST and gRPC reads; starting an execution and
+executing an action still read the database); a change committed by any process sharing the
 database is announced (``UnitOfWork.changes``) and drops the copy everywhere: this process hears its
 own changes at commit, the others through a ``ChangeFeed`` (PostgreSQL ``LISTEN``/``NOTIFY``).
 
