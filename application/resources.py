@@ -113,7 +113,7 @@ class TenantResources(Generic[E]):
                 await uow.audit.add(
                     audit_event(ctx, f"{self.kind}.updated", self.kind, entity_id, now, fields=changed)
                 )
-                await self._announce(uow, ctx, entity_id)
+                await self._announce(uow, ctx, entity_id, deleted=False)
                 await uow.commit()
         return updated
 
@@ -124,11 +124,11 @@ class TenantResources(Generic[E]):
             await self._before_delete(uow, ctx, current)
             await type(self).repository(uow).delete(ctx.org_id, entity_id)
             await uow.audit.add(audit_event(ctx, f"{self.kind}.deleted", self.kind, entity_id, now))
-            await self._announce(uow, ctx, entity_id)
+            await self._announce(uow, ctx, entity_id, deleted=True)
             await uow.commit()
         return current
 
-    async def _announce(self, uow: UnitOfWork, ctx: TenantContext, entity_id: str) -> None:
+    async def _announce(self, uow: UnitOfWork, ctx: TenantContext, entity_id: str, *, deleted: bool) -> None:
         """Tell every process that copies of this object are out of date (updated or deleted)."""
         if self.cached:
             await uow.changes.publish(Change(self.kind, ctx.org_id, entity_id))
@@ -177,9 +177,9 @@ class Users(TenantResources[User]):
     entity, resource, kind, id_prefix = User, "User", "user", "usr"
     repository = staticmethod(lambda uow: uow.users)
 
-    async def _announce(self, uow: UnitOfWork, ctx: TenantContext, entity_id: str) -> None:
-        # A deleted user may no longer act through X-User-ID: keys resolved with it must go.
-        await uow.changes.publish(Change(ACCESS, ctx.org_id, entity_id))
+    async def _announce(self, uow: UnitOfWork, ctx: TenantContext, entity_id: str, *, deleted: bool) -> None:
+        if deleted:  # a deleted user may no longer act through X-User-ID: keys resolved with it go
+            await uow.changes.publish(Change(ACCESS, ctx.org_id, entity_id))
 
 
 class Tools(TenantResources[Tool]):

@@ -101,6 +101,12 @@ async def execution_logs(request: Request, flow_id: str, execution_id: str) -> J
     return json([p.execution_log(log) for log in found])
 
 
+# The seed's second path to the same logs.
+logs.get("/{flow_id}/execution/{execution_id}", summary="The step logs of one execution of a flow")(
+    execution_logs
+)
+
+
 @flows.get("/{flow_id}/metrics", summary="Execution counts by status and the success rate")
 async def flow_metrics(request: Request, flow_id: str) -> JSONBytes:
     return json(p.flow_metrics(await _executions(request).metrics(await tenant(request), flow_id)))
@@ -115,9 +121,3 @@ async def stats(
 ) -> JSONBytes:
     begin, finish = parse_period(start, end)
     return json(p.execution_stats(await _executions(request).stats(ctx, begin, finish)))
-
-
-@logs.get("/{flow_id}/execution/{execution_id}", summary="The step logs of one execution of a flow")
-async def logs_of_execution(request: Request, flow_id: str, execution_id: str) -> JSONBytes:
-    found = await _executions(request).logs(await tenant(request), flow_id, execution_id)
-    return json([p.execution_log(log) for log in found])

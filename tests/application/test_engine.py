@@ -9,7 +9,7 @@ import asyncio
 import contextlib
 import time
 from collections import defaultdict
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
@@ -613,8 +613,6 @@ async def test_a_pure_step_records_its_start_with_its_result_unless_it_runs_long
 async def test_a_worker_that_lost_its_lease_writes_nothing_more(engine: Engine) -> None:
     """Fencing: once another worker holds the lease (this one stalled past it), this one's next
     checkpoint is refused whole: its step result, log row and events are not written."""
-    from datetime import timedelta
-
     ctx, flow, e, release = await quick_then_held(engine, "stalled", "late")
     async with engine.uow() as uow:  # the lease passes to another worker (as if it had expired)
         await uow.executions.release(e.id, engine.advance.worker_id)

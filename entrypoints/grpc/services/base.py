@@ -86,6 +86,11 @@ def changes(request: Any, fields: dict[str, str | EnumMap]) -> dict[str, Any]:
     return out
 
 
+def present(**fields: Any) -> dict[str, Any]:
+    """The create fields the caller gave (REST: sent); the use case applies its defaults to the rest."""
+    return {k: v for k, v in fields.items() if v is not None}
+
+
 def given(request: Any, name: str) -> Any:
     """An ``optional`` scalar: its value when present, else None."""
     return getattr(request, name) if request.HasField(name) else None

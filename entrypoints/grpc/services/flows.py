@@ -10,7 +10,7 @@ from entrypoints.grpc.gen.tolstoy.v1 import execution_log_service_pb2 as logs_pb
 from entrypoints.grpc.gen.tolstoy.v1 import execution_log_service_pb2_grpc as logs_grpc
 from entrypoints.grpc.gen.tolstoy.v1 import flow_service_pb2 as flows_pb
 from entrypoints.grpc.gen.tolstoy.v1 import flow_service_pb2_grpc as flows_grpc
-from entrypoints.grpc.services.base import LIST, SCALAR, STRUCT, Context, Servicer, changes, given
+from entrypoints.grpc.services.base import LIST, SCALAR, STRUCT, Context, Servicer, changes, given, present
 
 FLOW_FIELDS = {"name": SCALAR, "description": SCALAR, "steps": LIST, "settings": STRUCT}
 
@@ -20,13 +20,12 @@ class FlowService(Servicer, flows_grpc.FlowServiceServicer):
 
     async def CreateFlow(self, request: flows_pb.CreateFlowRequest, context: Context):
         ctx = await self.tenant(context)
-        fields = {
-            "description": given(request, "description"),
-            "steps": optional_list(request, "steps"),
-            "settings": optional_struct(request, "settings"),
-        }
-        given_fields = {k: v for k, v in fields.items() if v is not None}
-        flow = await self.container.flows().create(ctx, name=request.name, **given_fields)
+        fields = present(
+            description=given(request, "description"),
+            steps=optional_list(request, "steps"),
+            settings=optional_struct(request, "settings"),
+        )
+        flow = await self.container.flows().create(ctx, name=request.name, **fields)
         return flows_pb.CreateFlowResponse(flow=p.flow(flow))
 
     async def ListFlows(self, request: flows_pb.ListFlowsRequest, context: Context):

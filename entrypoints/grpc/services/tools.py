@@ -2,21 +2,13 @@
 
 from __future__ import annotations
 
-from typing import Any
-
 from entrypoints.grpc import presenters as p
 from entrypoints.grpc.convert import from_struct, optional_list, optional_struct, page
 from entrypoints.grpc.gen.tolstoy.v1 import action_service_pb2 as actions_pb
 from entrypoints.grpc.gen.tolstoy.v1 import action_service_pb2_grpc as actions_grpc
 from entrypoints.grpc.gen.tolstoy.v1 import tool_service_pb2 as tools_pb
 from entrypoints.grpc.gen.tolstoy.v1 import tool_service_pb2_grpc as tools_grpc
-from entrypoints.grpc.services.base import LIST, SCALAR, STRUCT, Context, Servicer, changes, given
-
-
-def _present(**fields: Any) -> dict[str, Any]:
-    """Create fields the caller gave (REST: sent); the use-case applies its defaults to the rest."""
-    return {k: v for k, v in fields.items() if v is not None}
-
+from entrypoints.grpc.services.base import LIST, SCALAR, STRUCT, Context, Servicer, changes, given, present
 
 TOOL_FIELDS = {
     "name": SCALAR, "key": SCALAR, "base_url": SCALAR, "auth_type": p.AUTH_TYPES, "options": STRUCT,
@@ -28,7 +20,7 @@ class ToolService(Servicer, tools_grpc.ToolServiceServicer):
 
     async def CreateTool(self, request: tools_pb.CreateToolRequest, context: Context):
         ctx = await self.tenant(context)
-        fields = _present(
+        fields = present(
             key=given(request, "key"),
             auth_type=p.AUTH_TYPES.text(request.auth_type, "auth_type"),
             options=optional_struct(request, "options"),
@@ -91,7 +83,7 @@ class ActionService(Servicer, actions_grpc.ActionServiceServicer):
 
     async def CreateAction(self, request: actions_pb.CreateActionRequest, context: Context):
         ctx = await self.tenant(context)
-        fields = _present(
+        fields = present(
             key=given(request, "key"),
             method=p.METHODS.text(request.method, "method"),
             headers=optional_struct(request, "headers"),
