@@ -130,12 +130,16 @@ class ExecutionRepository(TenantRepository[Execution], Protocol):
     async def renew(self, execution_id: str, owner: str, until: datetime) -> bool: ...
     async def release(self, execution_id: str, owner: str) -> None: ...
     async def request_cancel(self, org_id: str, execution_id: str) -> bool: ...
-    async def lock_org(self, org_id: str) -> None:
-        """Serialise admissions of one organization until the transaction ends."""
-        ...
-
-    async def slots_in_use(self, org_id: str, flow_id: str) -> tuple[int, int]:
-        """Running executions of (the flow, the organization)."""
+    async def admit(
+        self, started: Execution, waiting: Execution, event: OutboxEvent, flow_limit: int, org_limit: int
+    ) -> bool:
+        """Admission of a queued execution whose lease ``started.lease_owner`` holds, atomically:
+        when fewer than ``flow_limit`` executions of its flow and fewer than ``org_limit`` of its
+        organization are running, write ``started`` (as ``update``) and add ``event`` to the
+        outbox, and answer True; otherwise write ``waiting`` and let its lease go (as
+        ``save_and_release``), and answer False. Admissions of one organization are serialised:
+        the counts include every admission committed before. Raises ``LeaseLost`` when the lease
+        is another's. Runs at once, also in a batched unit of work (PostgreSQL: one statement)."""
         ...
 
     async def save_and_release(self, execution: Execution) -> None:

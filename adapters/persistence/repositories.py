@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any, Generic, TypeVar
 
-from sqlalchemy import Table, and_, bindparam, delete, distinct, func, insert, literal, or_, select, update
+from sqlalchemy import Table, and_, bindparam, delete, distinct, func, insert, or_, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.sql import Executable
 
@@ -229,14 +229,8 @@ def _execution_statements() -> dict[str, Any]:
             "renew": update(t).where(by_id, mine).values(lease_until=until),
             "release": update(t).where(by_id, mine).values(lease_owner=None, lease_until=None),
             # SQLite: a no-op UPDATE takes the database's write lock (already held since BEGIN
-            # IMMEDIATE). PostgreSQL: a transaction-scoped advisory lock, keyed in a class of
-            # Tolstoy's own: no row written, and the organization's row stays free for its updates.
+            # IMMEDIATE). PostgreSQL admits in one statement instead (``_admission_statement``).
             "lock_org": update(o).where(o.c.id == bindparam("b_org_id")).values(updated_at=o.c.updated_at),
-            "lock_org_pg": select(
-                func.pg_advisory_xact_lock(
-                    literal(ADMISSION_LOCK_CLASS), func.hashtext(bindparam("b_org_id"))
-                )
-            ),
             "slots": select(
                 func.count().filter(t.c.flow_id == bindparam("b_flow_id")).label("flow"),
                 func.count().label("org"),
@@ -250,7 +244,59 @@ def _execution_statements() -> dict[str, Any]:
 
 
 _EXECUTIONS: dict[str, Any] = {}
-ADMISSION_LOCK_CLASS = 0x746F6C73  # "tols": pg_advisory_xact_lock(class, hashtext(org id))
+
+
+def _admission_statement() -> Any:
+    """PostgreSQL: an admission as one statement. ``tolstoy_admission_room`` (migration 0007)
+    takes the organization's admission lock and counts running executions on a snapshot of its
+    own, taken once the lock is held; the CTE holding its answer is materialised (a volatile
+    function), so it runs once. Then either the ``started`` row and its event are written, or the
+    ``waiting`` row with its lease let go; both only while the lease is the caller's. Answers
+    (room, started rows, waiting rows)."""
+    t, o = tables.executions, tables.outbox_events
+    room = select(
+        func.tolstoy_admission_room(
+            bindparam("b_org_id"), bindparam("b_flow_id"), bindparam("b_flow_limit"), bindparam("b_org_limit")
+        ).label("ok")
+    ).cte("room")
+    ok = select(room.c.ok).scalar_subquery()
+    mine = and_(t.c.id == bindparam("b_id"), t.c.lease_owner == bindparam("b_owner"))
+    columns = _columns(t)
+    started = (
+        update(t)
+        .where(mine, ok)
+        .values(
+            {c: bindparam(f"p_{c}") for c in columns if c not in _EXECUTION_CONTROL | {"id", "created_at"}}
+        )
+        .returning(t.c.id)
+        .cte("started")
+    )
+    waiting = (
+        update(t)
+        .where(mine, ~ok)
+        .values(
+            {c: bindparam(f"w_{c}") for c in columns if c not in {"id", "created_at", "cancel_requested"}}
+        )
+        .returning(t.c.id)
+        .cte("waiting")
+    )
+    event_columns = _columns(o)
+    event = insert(o).from_select(
+        list(event_columns),
+        select(*(bindparam(f"e_{c}", type_=o.c[c].type) for c in event_columns)).where(
+            select(started.c.id).exists()
+        ),
+    )
+    return prebuilt(
+        select(
+            ok.label("room"),
+            select(func.count()).select_from(started).scalar_subquery().label("started"),
+            select(func.count()).select_from(waiting).scalar_subquery().label("waiting"),
+        ).add_cte(event.cte("event"))
+    )
+
+
+_ADMISSION: list[Any] = []
 
 
 def _executions(name: str) -> Any:
@@ -306,15 +352,40 @@ class SqlExecutionRepository(SqlTenantRepository[E]):
         )
         return await self._db.run(statement) > 0
 
-    async def lock_org(self, org_id: str) -> None:
+    async def admit(self, started: E, waiting: E, event: Any, flow_limit: int, org_limit: int) -> bool:
+        owner = started.lease_owner  # type: ignore[attr-defined]
         if getattr(self._db, "dialect", None) == "postgresql":
-            await self._db.first(_executions("lock_org_pg"), {"b_org_id": org_id})
-        else:
-            await self._db.run(_executions("lock_org"), {"b_org_id": org_id})
-
-    async def slots_in_use(self, org_id: str, flow_id: str) -> tuple[int, int]:
-        row = await self._db.first(_executions("slots"), {"b_org_id": org_id, "b_flow_id": flow_id})
-        return (int(row["flow"]), int(row["org"])) if row else (0, 0)
+            if not _ADMISSION:
+                _ADMISSION.append(_admission_statement())
+            params: dict[str, Any] = {
+                "b_id": started.id,  # type: ignore[attr-defined]
+                "b_owner": owner,
+                "b_org_id": started.org_id,  # type: ignore[attr-defined]
+                "b_flow_id": started.flow_id,  # type: ignore[attr-defined]
+                "b_flow_limit": flow_limit,
+                "b_org_limit": org_limit,
+            }
+            params.update({f"p_{k}": v for k, v in self._values(started).items()})
+            params.update({f"w_{k}": v for k, v in self._values(waiting).items()})
+            params.update({f"e_{k}": v for k, v in SqlOutboxRepository(self._db)._values(event).items()})
+            row = await self._db.first(_ADMISSION[0], params)
+            if row is None or not (row["started"] or row["waiting"]):
+                raise LeaseLost(f"the lease of {started.id} is no longer {owner}'s")  # type: ignore[attr-defined]
+            return bool(row["started"])
+        # SQLite: in the unit of work's transaction, which holds the database's writer lock.
+        await self._db.run(_executions("lock_org"), {"b_org_id": started.org_id})  # type: ignore[attr-defined]
+        await self.fence(started.id, owner)  # type: ignore[attr-defined]
+        row = await self._db.first(
+            _executions("slots"),
+            {"b_org_id": started.org_id, "b_flow_id": started.flow_id},  # type: ignore[attr-defined]
+        )
+        in_flow, in_org = (int(row["flow"]), int(row["org"])) if row else (0, 0)
+        if in_flow >= flow_limit or in_org >= org_limit:
+            await self.save_and_release(waiting)
+            return False
+        await self.update(started)
+        await SqlOutboxRepository(self._db).add(event)
+        return True
 
     async def due(
         self, now: Any, limit: int, owner: str | None = None, stale_before: Any = None
@@ -405,6 +476,11 @@ class SqlExecutionLogRepository(SqlTenantRepository[E]):
 
 class SqlOutboxRepository(SqlTenantRepository[E]):
     """The ``execution_id`` column is the payload's ``executionId`` (an index, not an entity field)."""
+
+    def __init__(self, db: Executor) -> None:
+        from domain.events import OutboxEvent
+
+        super().__init__(db, tables.outbox_events, OutboxEvent, "OutboxEvent", frozenset({"type"}))
 
     def _values(self, entity: E) -> dict[str, Any]:
         values = {column: getattr(entity, column) for column in self._columns if column != "execution_id"}

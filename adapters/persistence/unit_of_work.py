@@ -30,7 +30,6 @@ from adapters.persistence.repositories import (
 from application.ports import Change, LeaseLost
 from domain.audit import AuditEvent
 from domain.credentials import ToolCredentials
-from domain.events import OutboxEvent
 from domain.execution_log import ExecutionLog
 from domain.flow import Flow, FlowVersion
 from domain.organization import ApiKey, User
@@ -61,9 +60,7 @@ _REPOSITORIES = {
     "execution_steps": SqlStepStateRepository,
     "audit": _tenant(t.audit_events, AuditEvent, "AuditEvent", "action", "resource_type", "resource_id"),
     "credentials": _tenant(t.tool_credentials, ToolCredentials, "ToolCredentials", "tool_id"),
-    "outbox": lambda db: SqlOutboxRepository(
-        db, t.outbox_events, OutboxEvent, "OutboxEvent", frozenset({"type"})
-    ),
+    "outbox": SqlOutboxRepository,
     "changes": SqlChangeNotices,
 }
 

@@ -22,7 +22,7 @@ from typing import Any
 
 from application.engine.run import Advanced, ExecutionRun
 from application.engine.steps import StepRunners
-from application.ports import Clock, Metrics, Page, Sandbox, UnitOfWork, UnitOfWorkFactory
+from application.ports import Clock, LeaseLost, Metrics, Page, Sandbox, UnitOfWork, UnitOfWorkFactory
 from domain.errors import ValidationFailed
 from domain.events import OutboxEvent
 from domain.execution import (
@@ -118,32 +118,41 @@ class AdvanceExecution:
 
     async def _advance(self, org_id: str, execution_id: str, mode: str) -> Advanced:
         now = self._clock.now()
-        async with self._uow() as uow:
-            execution = await uow.executions.claim(execution_id, self.worker_id, now + self._lease, now)
-            if execution is None or execution.org_id != org_id:
-                await uow.commit()
-                return Advanced()
-            definition, problem = await self._definition(uow, execution)
-            if definition is None:
-                error = {"message": problem, "code": "INVALID_DEFINITION"}
-                await self._conclude(uow, execution, FAILED, now, error=error, outputs={})
-                await uow.commit()
-                return Advanced(finished=True)
-            if execution.cancel_requested and execution.status == QUEUED:
-                error = {"message": "The execution was cancelled", "code": "CANCELLED"}
-                await self._conclude(uow, execution, CANCELLED, now, outputs={}, error=error)
-                await uow.commit()
-                return Advanced(finished=True)
-            fresh = execution.status == QUEUED and not execution.resume
-            if execution.status == QUEUED:
-                execution = await self._admit(uow, execution, definition, now)
-                if execution is None:
+        # Batched: on PostgreSQL the claim and the admission are a statement each, with no
+        # transaction around them (the lease, then the admission's lock, keep others out).
+        try:
+            async with self._uow(batched=True) as uow:
+                execution = await uow.executions.claim(execution_id, self.worker_id, now + self._lease, now)
+                if execution is None or execution.org_id != org_id:
                     await uow.commit()
                     return Advanced()
-            states = {}
-            if not fresh:  # a new execution has no step states yet; a resumed one has reused ones
-                states = {s.step_id: s for s in await uow.execution_steps.for_execution(org_id, execution_id)}
-            await uow.commit()
+                definition, problem = await self._definition(uow, execution)
+                if definition is None:
+                    await uow.executions.fence(execution_id, self.worker_id)
+                    error = {"message": problem, "code": "INVALID_DEFINITION"}
+                    await self._conclude(uow, execution, FAILED, now, error=error, outputs={})
+                    await uow.commit()
+                    return Advanced(finished=True)
+                if execution.cancel_requested and execution.status == QUEUED:
+                    await uow.executions.fence(execution_id, self.worker_id)
+                    error = {"message": "The execution was cancelled", "code": "CANCELLED"}
+                    await self._conclude(uow, execution, CANCELLED, now, outputs={}, error=error)
+                    await uow.commit()
+                    return Advanced(finished=True)
+                fresh = execution.status == QUEUED and not execution.resume
+                if execution.status == QUEUED:
+                    execution = await self._admit(uow, execution, definition, now)
+                    if execution is None:
+                        await uow.commit()
+                        return Advanced()
+                states = {}
+                if not fresh:  # a new execution has no step states yet; a resumed one has reused ones
+                    states = {
+                        s.step_id: s for s in await uow.execution_steps.for_execution(org_id, execution_id)
+                    }
+                await uow.commit()
+        except LeaseLost:  # taken over between the claim and a write: the new holder goes on
+            return Advanced()
         run = ExecutionRun(self, execution, definition, states, mode)
         if execution.cancel_requested:  # concluded by the run, which finishes its steps' logs
             run.cancel.set()
@@ -186,18 +195,9 @@ class AdvanceExecution:
     async def _admit(
         self, uow: UnitOfWork, execution: Execution, definition: FlowDefinition, now: datetime
     ) -> Execution | None:
-        """A queued execution starts when its flow and its organization have a free slot."""
-        await uow.executions.lock_org(execution.org_id)
-        now = self._clock.now()  # after the lock: the slot is ours from this moment
-        flow_limit = definition.settings.concurrency or self._flow_concurrency
-        in_flow, in_org = await uow.executions.slots_in_use(execution.org_id, execution.flow_id)
-        if in_flow >= flow_limit or in_org >= self._org_concurrency:
-            # Waits for a slot: a finishing execution of the organization calls it in (and, in
-            # case that call is lost, the sweep tries again at wake_at).
-            await uow.executions.save_and_release(
-                execution.but(now, wake_at=now + ADMISSION_RETRY, lease_owner=None, lease_until=None)
-            )
-            return None
+        """A queued execution starts when its flow and its organization have a free slot;
+        otherwise it waits for one: a finishing execution of the organization calls it in (and,
+        in case that call is lost, the sweep tries again at ``wake_at``)."""
         timeout = definition.settings.timeout_ms
         started = execution.but(
             now,
@@ -206,14 +206,20 @@ class AdvanceExecution:
             started_at=now,
             deadline_at=now + timedelta(milliseconds=timeout) if timeout else None,
         )
-        await uow.executions.update(started)
         event = {
             "totalSteps": len(definition.steps),
             "flowVersion": execution.flow_version,
             "status": "started",
         }
-        await uow.outbox.add(self.event(started, "flow.started", now, **event))
-        return started
+        waiting = execution.but(now, wake_at=now + ADMISSION_RETRY, lease_owner=None, lease_until=None)
+        admitted = await uow.executions.admit(
+            started,
+            waiting,
+            self.event(started, "flow.started", now, **event),
+            definition.settings.concurrency or self._flow_concurrency,
+            self._org_concurrency,
+        )
+        return started if admitted else None
 
     def event(self, execution: Execution, kind: str, now: datetime, **payload: Any) -> OutboxEvent:
         body = {

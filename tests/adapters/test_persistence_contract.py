@@ -458,31 +458,108 @@ async def test_a_fence_keeps_writes_only_while_the_lease_is_held(uow_factory) ->
         assert sorted(e.type for e in await uow.outbox.list(org.id, Page())) == ["kept-False", "kept-True"]
 
 
-@pytest.mark.sql_only
-async def test_admissions_of_one_organization_are_serialised(uow_factory) -> None:
-    """lock_org holds until the transaction ends: a second admission of the same organization
-    waits for the first to commit (SQLite: its writer lock; PostgreSQL: an advisory lock, which
-    leaves other organizations' admissions free)."""
-    import asyncio
+def _queued(org_id: str, flow_id: str, owner: str | None = None):
+    from domain.execution import Execution
+
+    now = clock.now()
+    return Execution(
+        id=new_id("exec"), org_id=org_id, flow_id=flow_id, flow_version=1, user_id=None, status="queued",
+        variables={}, lease_owner=owner, lease_until=now + timedelta(minutes=1) if owner else None,
+        created_at=now, updated_at=now,
+    )  # fmt: skip
+
+
+async def _store_queued(uow_factory, flows, executions) -> None:
+    async with uow_factory() as uow:
+        for flow in flows:
+            await uow.flows.add(flow)
+        for execution in executions:
+            await uow.executions.add(execution)
+        await uow.commit()
+
+
+def _admission(execution, owner: str = "w1"):
+    """(started, waiting, event) as the engine makes them for ``execution``."""
+    from domain.events import OutboxEvent
+
+    now = clock.now()
+    started = dataclasses.replace(
+        execution, status="running", started_at=now, updated_at=now, lease_owner=owner
+    )
+    waiting = dataclasses.replace(
+        execution, wake_at=now + timedelta(seconds=5), lease_owner=None, lease_until=None, updated_at=now
+    )
+    event = OutboxEvent(
+        id=new_id("evt"), org_id=execution.org_id, type="flow.started",
+        payload={"executionId": execution.id}, created_at=now,
+    )  # fmt: skip
+    return started, waiting, event
+
+
+@pytest.mark.parametrize("batched", [False, True], ids=["transaction", "batched"])
+async def test_an_admission_starts_the_execution_only_while_there_is_room(uow_factory, batched) -> None:
+    from application.ports import LeaseLost
 
     org = await _new_org(uow_factory)
-    other = await _new_org(uow_factory)
+    flow, other_flow = _flow(org.id), _flow(org.id)
+    first, second, third = (_queued(org.id, f.id, "w1") for f in (flow, flow, other_flow))
+    await _store_queued(uow_factory, (flow, other_flow), (first, second, third))
+    async with uow_factory(batched=batched) as uow:
+        assert await uow.executions.admit(*_admission(first), flow_limit=1, org_limit=2) is True
+        await uow.commit()
+    async with uow_factory(batched=batched) as uow:  # its flow is full (1); the organization is not
+        assert await uow.executions.admit(*_admission(second), flow_limit=1, org_limit=2) is False
+        await uow.commit()
+    async with uow_factory(batched=batched) as uow:  # the organization is full (1)
+        assert await uow.executions.admit(*_admission(third), flow_limit=5, org_limit=1) is False
+        await uow.commit()
+    with pytest.raises(LeaseLost):  # the refusal let the lease go: nobody's to admit with
+        async with uow_factory(batched=batched) as uow:
+            await uow.executions.admit(*_admission(second), flow_limit=5, org_limit=5)
+            await uow.commit()
+    async with uow_factory(read_only=True) as uow:
+        got = {e.id: e for e in await uow.executions.list(org.id, Page())}
+        assert (got[first.id].status, got[first.id].lease_owner) == ("running", "w1")
+        assert got[first.id].started_at is not None
+        for refused in (second, third):
+            assert got[refused.id].status == "queued"
+            assert got[refused.id].wake_at is not None and got[refused.id].lease_owner is None
+        events = await uow.outbox.list(org.id, Page())
+        assert [e.payload["executionId"] for e in events] == [first.id]  # the refused add no event
+
+
+@pytest.mark.sql_only
+async def test_admissions_of_one_organization_are_serialised(uow_factory) -> None:
+    """An admission holds the organization's admission lock until its transaction ends: a second
+    one waits, then counts the first (SQLite: the writer lock; PostgreSQL: an advisory lock taken
+    inside ``tolstoy_admission_room``, whose count sees what committed while it waited; other
+    organizations' admissions do not wait)."""
+    import asyncio
+
+    org, other = await _new_org(uow_factory), await _new_org(uow_factory)
+    flow, other_flow = _flow(org.id), _flow(other.id)
+    mine, next_ = _queued(org.id, flow.id, "w1"), _queued(org.id, flow.id, "w2")
+    elsewhere = _queued(other.id, other_flow.id, "w3")
+    await _store_queued(uow_factory, (flow, other_flow), (mine, next_, elsewhere))
     first = uow_factory()
     await first.__aenter__()
     try:
-        await first.executions.lock_org(org.id)
+        assert await first.executions.admit(*_admission(mine, "w1"), flow_limit=5, org_limit=1) is True
 
-        async def second_admission(org_id: str) -> None:
-            async with uow_factory() as uow:
-                await uow.executions.lock_org(org_id)
+        async def admission(execution, owner: str) -> bool:
+            async with uow_factory(batched=True) as uow:
+                admitted = await uow.executions.admit(
+                    *_admission(execution, owner), flow_limit=5, org_limit=1
+                )
                 await uow.commit()
+                return admitted
 
-        waiting = asyncio.create_task(second_admission(org.id))
+        waiting = asyncio.create_task(admission(next_, "w2"))
         await asyncio.sleep(0.3)
         assert not waiting.done()
         if uow_factory.write_pool is not None:  # PostgreSQL: another organization does not wait
-            await asyncio.wait_for(second_admission(other.id), 5)
+            assert await asyncio.wait_for(admission(elsewhere, "w3"), 5) is True
         await first.commit()
     finally:
         await first.__aexit__(None, None, None)
-    await asyncio.wait_for(waiting, 5)
+    assert await asyncio.wait_for(waiting, 5) is False  # it saw the first one running: no room

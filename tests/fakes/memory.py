@@ -294,7 +294,7 @@ class MemoryExecutionRepository(MemoryTenantRepository):
             return None
         if row.lease_owner not in (None, owner) and row.lease_until >= now:
             return None
-        self._uow._write(_set, self._table, execution_id, {"lease_owner": owner, "lease_until": until})
+        self._uow._write_now(_set, self._table, execution_id, {"lease_owner": owner, "lease_until": until})
         return deepcopy(self._rows()[execution_id])
 
     async def fence(self, execution_id: str, owner: str) -> None:
@@ -320,12 +320,18 @@ class MemoryExecutionRepository(MemoryTenantRepository):
         self._uow._write(_set, self._table, execution_id, {"cancel_requested": True})
         return True
 
-    async def lock_org(self, org_id: str) -> None:
-        return None  # one event loop: admissions cannot interleave inside a unit of work
-
-    async def slots_in_use(self, org_id: str, flow_id: str) -> tuple[int, int]:
-        running = [r for r in self._rows().values() if r.org_id == org_id and r.status == "running"]
-        return sum(r.flow_id == flow_id for r in running), len(running)
+    async def admit(self, started: Any, waiting: Any, event: Any, flow_limit: int, org_limit: int) -> bool:
+        # One event loop: admissions cannot interleave inside a unit of work.
+        row = self._rows().get(started.id)
+        if row is None or row.lease_owner != started.lease_owner:
+            raise LeaseLost(f"the lease of {started.id} is no longer {started.lease_owner}'s")
+        running = [r for r in self._rows().values() if r.org_id == started.org_id and r.status == "running"]
+        if sum(r.flow_id == started.flow_id for r in running) >= flow_limit or len(running) >= org_limit:
+            self._uow._write_now(_keep_cancel, self._table, deepcopy(waiting))
+            return False
+        self._uow._write_now(_keep_control, self._table, deepcopy(started))
+        self._uow._write_now(_insert, "outbox", deepcopy(event))
+        return True
 
     async def due(
         self, now: Any, limit: int, owner: str | None = None, stale_before: Any = None
@@ -510,6 +516,17 @@ class MemoryUnitOfWork:
         else:
             self._writes.append((write, args))
         return result
+
+    def _write_now(self, write: Callable[..., Any], *args: Any) -> Any:
+        """A write sent as a statement of its own, not held in the batch: in a batched unit of
+        work it is committed at once (PostgreSQL runs such a statement in autocommit), and is no
+        part of the batch's one-change-per-row rule. Otherwise an ordinary write."""
+        if not self._batched:
+            return self._write(write, *args)
+        committed = self._store.copy()
+        write(committed, *args)
+        self._store.replace(committed)
+        return write(self._tables(), *args)  # and this unit of work sees it from now on
 
 
 class MemoryUnitOfWorkFactory:

@@ -217,6 +217,16 @@ def _proc_cpu(proc: psutil.Process | None) -> float:
     return 0.0
 
 
+def _descendants_cpu(procs: list[Proc]) -> dict[int, float]:
+    """CPU seconds of every live descendant of ``procs`` (the V8 sandbox's child processes), by pid."""
+    seen: dict[int, float] = {}
+    for owner in procs:
+        with contextlib.suppress(psutil.Error):
+            for child in psutil.Process(owner.pid).children(recursive=True):
+                seen[child.pid] = _proc_cpu(child)
+    return seen
+
+
 # --- the API, as a client --------------------------------------------------------------------------
 
 
@@ -694,6 +704,7 @@ def burst(
     redis, me = redis_process(), psutil.Process()
     client_before = _proc_cpu(me)
     cpu_before = {name: p.cpu_seconds() for name, p in parties.items()}
+    sandbox_before = _descendants_cpu(list(parties.values()))
     redis_before, machine_before = _proc_cpu(redis), machine_busy_seconds()
     pg = PostgresCpu()
     wall_start = time.monotonic()
@@ -728,6 +739,8 @@ def burst(
         queue.close()
     wall = time.monotonic() - wall_start
     used = {name: p.cpu_seconds() - cpu_before[name] for name, p in parties.items()}
+    sandbox_after = _descendants_cpu(list(parties.values()))
+    used["sandbox"] = sum(cpu - sandbox_before.get(pid, 0.0) for pid, cpu in sandbox_after.items())
     used["postgres"] = pg_used
     used["redis"] = _proc_cpu(redis) - redis_before
     used["client"] = _proc_cpu(me) - client_before
@@ -1136,15 +1149,18 @@ def report(args: argparse.Namespace, res: Results) -> int:
         workers = sum(v for k, v in b.cpu_seconds.items() if k.startswith("worker"))
         per_step = {
             "workers": workers,
+            "sandbox": b.cpu_seconds.get("sandbox", 0.0),
             "postgres": b.cpu_seconds.get("postgres", 0.0),
+            "redis": b.cpu_seconds.get("redis", 0.0),
             "api": b.cpu_seconds.get("api", 0.0),
             "machine": b.cpu_seconds.get("machine", 0.0),
         }
+        engine_cpu = sum(per_step[k] for k in ("workers", "sandbox", "postgres", "redis"))
         print(
             "    CPU ms per step: "
             + "  ".join(f"{k} {v * 1000 / total_steps:.2f}" for k, v in per_step.items())
             + f"   (ceiling on {os.cpu_count()} cores at this cost: "
-            f"{os.cpu_count() * total_steps / max(per_step['workers'] + per_step['postgres'], 1e-9):.0f} steps/s)"
+            f"{os.cpu_count() * total_steps / max(engine_cpu, 1e-9):.0f} steps/s)"
         )
         print(
             f"    advance jobs seen waiting in the queue: {b.jobs_seen} distinct for {b.executions} executions "
