@@ -436,11 +436,18 @@ class _Isolate:
                 maker.__exit__(None, None, None)
 
 
+# One isolate is made at a time in a process: two made at once on two threads can abort the whole
+# process (V8's first isolate sets its memory pools up unguarded: "Check failed:
+# !IsConfigurablePoolInitialized()" in partition_address_space.cc, seen with mini-racer 0.14).
+_MAKING = threading.Lock()
+
+
 def _open_isolate(loop: asyncio.AbstractEventLoop, memory_bytes: int) -> _Isolate:
     """Blocking: a new isolate bound to ``loop`` (which must keep running meanwhile)."""
     init_v8()
-    maker = mini_racer(event_loop=loop)
-    racer = maker.__enter__()
+    with _MAKING:
+        maker = mini_racer(event_loop=loop)
+        racer = maker.__enter__()
     try:
         racer.set_hard_memory_limit(memory_bytes)
     except BaseException:

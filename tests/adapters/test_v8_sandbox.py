@@ -435,3 +435,40 @@ def test_isolates_can_be_disposed_of_from_threads_older_than_v8() -> None:
         [sys.executable, "-c", _THREADS_STARTED_BEFORE_V8], capture_output=True, text=True, timeout=60
     )
     assert (done.returncode, done.stdout.strip()) == (0, "ok"), done.stderr[-2000:]
+
+
+_FIRST_ISOLATES_AT_ONCE = """
+import asyncio
+
+from adapters.sandbox.v8 import V8Sandbox
+from application.ports import SandboxRun
+
+
+async def main():
+    sandbox = V8Sandbox(memory_mb=16)  # its pool makes two isolates at a time
+
+    async def one(n):
+        async with sandbox.session() as s:
+            return (await s.run(SandboxRun(code=f"return {n}", language="javascript", context={}))).output
+
+    assert await asyncio.gather(*(one(n) for n in range(8))) == list(range(8))
+    await sandbox.aclose()
+    print("ok")
+
+
+asyncio.run(main())
+"""
+
+
+def test_a_new_process_may_make_many_isolates_at_once() -> None:
+    """Regression: two isolates made at once on two threads (``mr_init_context``) aborted the process
+    ("Check failed: !IsConfigurablePoolInitialized()") in about half of the fresh processes that
+    opened eight sessions at once here; isolates are now made one at a time. Five fresh processes."""
+    import subprocess
+    import sys
+
+    for _ in range(5):
+        done = subprocess.run(
+            [sys.executable, "-c", _FIRST_ISOLATES_AT_ONCE], capture_output=True, text=True, timeout=60
+        )
+        assert (done.returncode, done.stdout.strip()) == (0, "ok"), done.stderr[-2000:]
