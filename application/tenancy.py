@@ -77,6 +77,12 @@ class KeyOwnerCache:
         self._ttl = ttl_seconds
         self._clock = clock
         self._entries: dict[tuple[str, str | None], tuple[float, KeyOwner]] = {}
+        self._generation = 0  # moves on every clear: an answer read before it is not kept
+
+    def token(self) -> int:
+        """Take before reading a key from the database; ``put`` refuses the answer if the cache was
+        cleared meanwhile (the key may have been revoked after it was read)."""
+        return self._generation
 
     def get(self, key_hash: str, user_id: str | None) -> KeyOwner | None:
         entry = self._entries.get((key_hash, user_id))
@@ -87,14 +93,15 @@ class KeyOwnerCache:
             return None
         return entry[1]
 
-    def put(self, key_hash: str, user_id: str | None, owner: KeyOwner) -> None:
-        if self._ttl <= 0:
+    def put(self, key_hash: str, user_id: str | None, owner: KeyOwner, token: int) -> None:
+        if self._ttl <= 0 or token != self._generation:
             return
         if len(self._entries) >= self.MAX_ENTRIES:
             self._entries.pop(next(iter(self._entries)))  # the oldest insertion goes first
         self._entries[(key_hash, user_id)] = (self._clock() + self._ttl, owner)
 
     def clear(self) -> None:
+        self._generation += 1
         self._entries.clear()
 
 
@@ -142,10 +149,11 @@ class Authenticator:
         key_hash = hash_api_key(token)
         owner = self.cache.get(key_hash, user_id)
         if owner is None:
+            token = self.cache.token()
             async with self._uow(read_only=True) as uow:
                 owner = await uow.api_keys.resolve(key_hash, user_id)
             if owner is not None and not owner.revoked:
-                self.cache.put(key_hash, user_id, owner)
+                self.cache.put(key_hash, user_id, owner, token)
         if owner is None or owner.revoked:
             raise Unauthenticated("Invalid or revoked API key")
         if org_header is not None and org_header.strip() and org_header.strip() != owner.org_id:

@@ -563,3 +563,29 @@ async def test_admissions_of_one_organization_are_serialised(uow_factory) -> Non
     finally:
         await first.__aexit__(None, None, None)
     assert await asyncio.wait_for(waiting, 5) is False  # it saw the first one running: no room
+
+
+async def test_changes_are_heard_at_commit_only(uow_factory) -> None:
+    """A change published in a unit of work reaches this process's listener once the unit of work
+    commits; one that rolls back (an error inside it, or an explicit rollback) is never heard."""
+    from application.ports import Change
+
+    heard: list[Change] = []
+    org = await _new_org(uow_factory)
+    before, uow_factory.heard = uow_factory.heard, heard.append  # the factory is shared: put it back
+    try:
+        with pytest.raises(RuntimeError):
+            async with uow_factory() as uow:
+                await uow.changes.publish(Change("flow", org.id, "flow_a"))
+                await uow.organizations.update(dataclasses.replace(org, name="Renamed"))
+                raise RuntimeError("failed before commit")
+        async with uow_factory() as uow:
+            await uow.changes.publish(Change("flow", org.id, "flow_b"))
+            await uow.rollback()
+        assert heard == []
+        async with uow_factory() as uow:
+            await uow.changes.publish(Change("flow", org.id, "flow_c"))
+            await uow.commit()
+        assert heard == [Change("flow", org.id, "flow_c")]
+    finally:
+        uow_factory.heard = before

@@ -9,18 +9,10 @@ from application.ports import Change
 from application.resources import Flows
 from application.tenancy import KeyOwnerCache, TenantContext
 from domain.errors import NotFound, ValidationFailed
-from tests.application.helpers import ADMIN, TickingClock
+from tests.application.helpers import ADMIN, CountingUow, FakeMonotonic, TickingClock
 from tests.fakes.memory import MemoryUnitOfWorkFactory
 
 STEPS = [{"id": "a", "name": "A", "type": "data_transform", "config": {"script": "return 1"}}]
-
-
-class FakeMonotonic:
-    def __init__(self) -> None:
-        self.now = 100.0
-
-    def __call__(self) -> float:
-        return self.now
 
 
 def live_cache(**kwargs) -> ReadCache:
@@ -97,21 +89,12 @@ def test_access_changes_clear_resolved_api_keys() -> None:
     keys = KeyOwnerCache(60)
     copies = LocalCopies(live_cache(), keys)
     for kind in (ACCESS, ORGANIZATION):
-        keys.put("hash", None, object())  # type: ignore[arg-type]
+        keys.put("hash", None, object(), keys.token())  # type: ignore[arg-type]
         copies.apply(Change(kind, "org"))
         assert keys.get("hash", None) is None
-    keys.put("hash", None, object())  # type: ignore[arg-type]
+    keys.put("hash", None, object(), keys.token())  # type: ignore[arg-type]
     copies.apply(Change("flow", "org", "f1"))
     assert keys.get("hash", None) is not None
-
-
-class CountingReads:
-    def __init__(self, inner: MemoryUnitOfWorkFactory) -> None:
-        self.inner, self.reads = inner, 0
-
-    def __call__(self, *, read_only: bool = False, batched: bool = False):
-        self.reads += read_only
-        return self.inner(read_only=read_only, batched=batched)
 
 
 @pytest.fixture
@@ -120,7 +103,7 @@ def cached_flows(uow: MemoryUnitOfWorkFactory):
     heard: list[Change] = []
     copies = LocalCopies(cache, KeyOwnerCache(0))
     uow.heard = lambda change: (heard.append(change), copies.apply(change))
-    counting = CountingReads(uow)
+    counting = CountingUow(uow)
     return Flows(counting, TickingClock(), cache=cache), counting, heard
 
 
@@ -146,7 +129,9 @@ async def test_reads_by_id_are_served_from_the_cache_and_writes_are_heard(
     assert counting.reads == 4
 
 
-async def test_a_write_that_fails_announces_nothing(cached_flows, organizations) -> None:
+async def test_a_refused_update_announces_nothing_and_the_copy_stays(cached_flows, organizations) -> None:
+    """(That a change published in a unit of work that then rolls back is never heard is a
+    contract test of the units of work: tests/adapters/test_persistence_contract.py.)"""
     use_case, _, heard = cached_flows
     org, _ = await organizations.create(ADMIN, name="Acme")
     ctx = TenantContext(org.id)
