@@ -5,8 +5,9 @@ next call (a delay or a retry wake-up) or admits the queued executions that were
 
 One call: take the execution's lease (no other worker advances it meanwhile; the lease expires if
 this worker dies) -> admit it if it was queued (per-flow and per-organization slots) -> repeatedly
-plan, write the step starts and the results of finished steps in one transaction, then run the
-started steps concurrently. A step's result is committed before any step that depends on it starts.
+plan, write the step starts and the results of finished steps in one checkpoint (``run``), then run
+the started steps concurrently. A step's result is committed before any step that depends on it
+starts; a side-effect-free step's start is written with its result unless it runs long.
 A delay or a waiting retry ends the call with a wake-up time: no worker waits for it.
 """
 
@@ -32,6 +33,7 @@ from domain.execution import (
     QUEUED,
     RUNNING,
     Execution,
+    StepState,
 )
 from domain.flow_definition import FlowDefinition
 from domain.ids import new_id
@@ -40,9 +42,7 @@ DEFINITIONS_KEPT = 256  # parsed flow versions kept per worker
 ADMIT_BATCH = 3  # queued executions called in when one finishes
 SWEEP_BATCH = 1000
 STALE_QUEUED = timedelta(seconds=30)  # a queued execution nobody picked up for this long is pushed again
-ADMISSION_RETRY = timedelta(
-    seconds=30
-)  # a queued execution refused a slot is tried again by then  # a wake-up this close is waited for here, not scheduled
+ADMISSION_RETRY = timedelta(seconds=30)  # a queued execution refused a slot is tried again by then
 
 
 class AdvanceExecution:
@@ -117,44 +117,17 @@ class AdvanceExecution:
             self._active.discard(execution_id)
 
     async def _advance(self, org_id: str, execution_id: str, mode: str) -> Advanced:
-        now = self._clock.now()
-        # Batched: on PostgreSQL the claim and the admission are a statement each, with no
-        # transaction around them (the lease, then the admission's lock, keep others out).
         try:
-            async with self._uow(batched=True) as uow:
-                execution = await uow.executions.claim(execution_id, self.worker_id, now + self._lease, now)
-                if execution is None or execution.org_id != org_id:
-                    await uow.commit()
-                    return Advanced()
-                definition, problem = await self._definition(uow, execution)
-                if definition is None:
-                    await uow.executions.fence(execution_id, self.worker_id)
-                    error = {"message": problem, "code": "INVALID_DEFINITION"}
-                    await self._conclude(uow, execution, FAILED, now, error=error, outputs={})
-                    await uow.commit()
-                    return Advanced(finished=True)
-                if execution.cancel_requested and execution.status == QUEUED:
-                    await uow.executions.fence(execution_id, self.worker_id)
-                    error = {"message": "The execution was cancelled", "code": "CANCELLED"}
-                    await self._conclude(uow, execution, CANCELLED, now, outputs={}, error=error)
-                    await uow.commit()
-                    return Advanced(finished=True)
-                fresh = execution.status == QUEUED and not execution.resume
-                if execution.status == QUEUED:
-                    execution = await self._admit(uow, execution, definition, now)
-                    if execution is None:
-                        await uow.commit()
-                        return Advanced()
-                states = {}
-                if not fresh:  # a new execution has no step states yet; a resumed one has reused ones
-                    states = {
-                        s.step_id: s for s in await uow.execution_steps.for_execution(org_id, execution_id)
-                    }
-                await uow.commit()
+            taken = await self._take(org_id, execution_id)
         except LeaseLost:  # taken over between the claim and a write: the new holder goes on
             return Advanced()
-        run = ExecutionRun(self, execution, definition, states, mode)
-        if execution.cancel_requested:  # concluded by the run, which finishes its steps' logs
+        except (asyncio.CancelledError, Exception):  # the claim may be committed: let it go, so
+            await asyncio.shield(self._release(execution_id))  # that the next advance needn't
+            raise  # wait for the lease to expire
+        if isinstance(taken, Advanced):
+            return taken
+        run = ExecutionRun(self, *taken, mode)
+        if run.execution.cancel_requested:  # concluded by the run, which finishes its steps' logs
             run.cancel.set()
         self._cancel_events[execution_id] = run.cancel
         try:
@@ -164,6 +137,47 @@ class AdvanceExecution:
             raise
         finally:
             self._cancel_events.pop(execution_id, None)
+
+    async def _take(
+        self, org_id: str, execution_id: str
+    ) -> Advanced | tuple[Execution, FlowDefinition, dict[str, StepState]]:
+        """Claim the execution and admit it if it is queued: what the run needs, or the call's
+        answer when there is nothing to run. Batched: on PostgreSQL the claim and the admission
+        are a statement each, with no transaction around them (the lease, then the admission's
+        lock, keep others out)."""
+        now = self._clock.now()
+        async with self._uow(batched=True) as uow:
+            execution = await uow.executions.claim(execution_id, self.worker_id, now + self._lease, now)
+            if execution is None:
+                return Advanced()
+            if execution.org_id != org_id:  # not the execution the job named: leave it be
+                await uow.executions.release(execution_id, self.worker_id)
+                await uow.commit()
+                return Advanced()
+            definition, problem = await self._definition(uow, execution)
+            stop = None
+            if definition is None:
+                stop = FAILED, {"message": problem, "code": "INVALID_DEFINITION"}
+            elif execution.cancel_requested and execution.status == QUEUED:
+                stop = CANCELLED, {"message": "The execution was cancelled", "code": "CANCELLED"}
+            if stop is not None:
+                await uow.executions.fence(execution_id, self.worker_id)
+                await self._conclude(uow, execution, stop[0], now, error=stop[1], outputs={})
+                await uow.commit()
+                return Advanced(finished=True)
+            assert definition is not None
+            fresh = execution.status == QUEUED and not execution.resume
+            if execution.status == QUEUED:
+                admitted = await self._admit(uow, execution, definition, now)
+                if admitted is None:
+                    await uow.commit()  # waits for a slot (written at once when batched)
+                    return Advanced()
+                execution = admitted
+            states = {}
+            if not fresh:  # a new execution has no step states yet; a resumed one has reused ones
+                states = {s.step_id: s for s in await uow.execution_steps.for_execution(org_id, execution_id)}
+            await uow.commit()
+        return execution, definition, states
 
     async def _definition(self, uow: UnitOfWork, execution: Execution) -> tuple[FlowDefinition | None, str]:
         """The pinned version's definition. Versions never change, so parsed ones are kept."""

@@ -578,11 +578,16 @@ async def quick_then_held(engine: Engine, held: str, output: str):
     return ctx, flow, e, release
 
 
-async def test_a_pure_step_records_its_start_with_its_result_unless_it_runs_long(engine: Engine) -> None:
+async def test_a_pure_step_records_its_start_with_its_result_unless_it_runs_long(
+    engine: Engine, monkeypatch: pytest.MonkeyPatch
+) -> None:
     """data_transform/conditional steps (no side effects) commit start and result in one checkpoint;
     one still running after START_RECORD_AFTER has its start committed then, so it shows as running."""
-    from application.engine.run import START_RECORD_AFTER
+    from application.engine import run
 
+    # Long enough that a loaded machine still looks before it passes (the default is 250 ms).
+    monkeypatch.setattr(run, "START_RECORD_AFTER", timedelta(seconds=1))
+    START_RECORD_AFTER = run.START_RECORD_AFTER
     ctx, flow, e, release = await quick_then_held(engine, "slow", "done")
 
     async def slow_state() -> str | None:
@@ -610,9 +615,15 @@ async def test_a_pure_step_records_its_start_with_its_result_unless_it_runs_long
     assert [(s.step_id, s.attempt) for s in view.steps] == [("quick", 1), ("slow", 1)]
 
 
-async def test_a_worker_that_lost_its_lease_writes_nothing_more(engine: Engine) -> None:
+async def test_a_worker_that_lost_its_lease_writes_nothing_more(
+    engine: Engine, monkeypatch: pytest.MonkeyPatch
+) -> None:
     """Fencing: once another worker holds the lease (this one stalled past it), this one's next
     checkpoint is refused whole: its step result, log row and events are not written."""
+    from application.engine import run
+
+    # The stalled step's start is not written while it runs, however slow the machine.
+    monkeypatch.setattr(run, "START_RECORD_AFTER", timedelta(minutes=5))
     ctx, flow, e, release = await quick_then_held(engine, "stalled", "late")
     async with engine.uow() as uow:  # the lease passes to another worker (as if it had expired)
         await uow.executions.release(e.id, engine.advance.worker_id)
@@ -627,3 +638,30 @@ async def test_a_worker_that_lost_its_lease_writes_nothing_more(engine: Engine) 
     assert [(s.step_id, s.status) for s in view.steps] == [("quick", "completed")]
     assert await engine.logs(ctx, flow.id, e.id) == [("quick", "completed")]
     assert await engine.events(ctx, e.id) == events_before
+
+
+async def test_an_error_after_the_claim_lets_the_lease_go(
+    engine: Engine, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The claim is committed on its own: a failure before the run starts (here reading the
+    flow's version) must not leave the execution leased to this worker until the lease expires."""
+    ctx = await engine.tenant()
+    engine.sandbox.define("one", lambda c: 1)
+    flow = await engine.flows.create(ctx, name="Lease", steps=[transform("a", "one")])
+    failing = {"left": 1}
+    definition = engine.advance._definition
+
+    async def flaky(uow, execution):
+        if failing["left"]:
+            failing["left"] -= 1
+            raise ConnectionError("the database went away for a moment")
+        return await definition(uow, execution)
+
+    monkeypatch.setattr(engine.advance, "_definition", flaky)
+    with pytest.raises(ConnectionError):  # run in this call (useDurable: false), so the error shows
+        await engine.executions.start(ctx, flow.id, {}, durable=False)
+    (view,) = await engine.executions.list(ctx, flow.id, None, Page())
+    assert failing["left"] == 0 and view.execution.lease_owner is None
+    assert (await engine.advance(ctx.org_id, view.execution.id)).finished  # the next push runs it
+    view = await engine.executions.get(ctx, flow.id, view.execution.id)
+    assert view.execution.status == "completed"
