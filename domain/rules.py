@@ -116,13 +116,25 @@ def email(problems: Problems, field: str, value: Any) -> str:
     return value.lower()
 
 
-DOCUMENT_DEPTH_MAX = 64
+# Stored JSON is also answered over gRPC, as google.protobuf.Struct: protobuf parses at most 100
+# nested messages, three per JSON level, and a stored document may be wrapped in a few more levels
+# (an event's payload, a log's inputs). 24 leaves that room.
+DOCUMENT_DEPTH_MAX = 24
+# A JSON number is a double wherever it is parsed (JavaScript, protobuf's Struct): integers beyond
+# this are not carried exactly (I-JSON, RFC 7493).
+SAFE_INTEGER_MAX = 2**53 - 1
 
 
 def _document(problems: Problems, field: str, value: Any, depth: int = 0) -> None:
-    """Stored JSON must be portable: finite numbers, no NUL characters, bounded nesting."""
+    """Stored JSON must be portable: finite numbers, integers a double holds exactly, no NUL
+    characters, bounded nesting."""
     if depth > DOCUMENT_DEPTH_MAX:
         problems.add(field, f"Nested deeper than {DOCUMENT_DEPTH_MAX} levels", "too_big")
+    elif isinstance(value, int) and not isinstance(value, bool):
+        if abs(value) > SAFE_INTEGER_MAX:
+            problems.add(
+                field, f"Integers must be between -{SAFE_INTEGER_MAX} and {SAFE_INTEGER_MAX}", "too_big"
+            )
     elif isinstance(value, str):
         if "\x00" in value:
             problems.add(field, "Strings must not contain NUL characters", "invalid_string")

@@ -8,6 +8,7 @@ Enums map to REST's strings (``AUTH_TYPE_API_KEY`` <-> ``"api_key"``, ``HTTP_MET
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Any
@@ -23,12 +24,15 @@ MAX_SAFE_INTEGER = 2**53
 # --- JSON values -----------------------------------------------------------------------------------
 
 
-def from_value(value: struct_pb2.Value) -> Any:
+def from_value(value: struct_pb2.Value, field: str = "") -> Any:
+    """``field`` is where the value sits (``variables.a.0``), to name it in an error."""
     kind = value.WhichOneof("kind")
     if kind is None or kind == "null_value":
         return None
     if kind == "number_value":
         number = value.number_value
+        if not math.isfinite(number):  # a double can carry them; JSON (and so REST) cannot
+            raise ValidationFailed([FieldError(field, "Numbers must be finite", "invalid_type")])
         if number.is_integer() and abs(number) <= MAX_SAFE_INTEGER:
             return int(number)
         return number
@@ -37,25 +41,29 @@ def from_value(value: struct_pb2.Value) -> Any:
     if kind == "bool_value":
         return value.bool_value
     if kind == "struct_value":
-        return from_struct(value.struct_value)
-    return from_list(value.list_value)
+        return from_struct(value.struct_value, field)
+    return from_list(value.list_value, field)
 
 
-def from_struct(struct: struct_pb2.Struct) -> dict[str, Any]:
-    return {key: from_value(item) for key, item in struct.fields.items()}
+def _at(field: str, key: str | int) -> str:
+    return f"{field}.{key}" if field else str(key)
 
 
-def from_list(values: struct_pb2.ListValue) -> list[Any]:
-    return [from_value(item) for item in values.values]
+def from_struct(struct: struct_pb2.Struct, field: str = "") -> dict[str, Any]:
+    return {key: from_value(item, _at(field, key)) for key, item in struct.fields.items()}
+
+
+def from_list(values: struct_pb2.ListValue, field: str = "") -> list[Any]:
+    return [from_value(item, _at(field, i)) for i, item in enumerate(values.values)]
 
 
 def optional_struct(message: Any, field: str) -> dict[str, Any] | None:
     """A Struct field: its dict when set, None when not (REST: absent)."""
-    return from_struct(getattr(message, field)) if message.HasField(field) else None
+    return from_struct(getattr(message, field), field) if message.HasField(field) else None
 
 
 def optional_list(message: Any, field: str) -> list[Any] | None:
-    return from_list(getattr(message, field)) if message.HasField(field) else None
+    return from_list(getattr(message, field), field) if message.HasField(field) else None
 
 
 def to_value(data: Any) -> struct_pb2.Value:

@@ -83,10 +83,40 @@ async def _abort(context: grpc.aio.ServicerContext, exc: Exception, method: str)
     await context.abort_with_status(_internal(exc, method))
 
 
+class _Malformed:
+    """What a request that is not a valid message of its type parses to (see ``tolerant``)."""
+
+
+MALFORMED = _Malformed()
+MALFORMED_MESSAGE = "The request is not a valid message of its type"
+
+
+def tolerant(deserialize: Callable[[bytes], Any] | None) -> Callable[[bytes], Any] | None:
+    """A request parser that answers ``MALFORMED`` instead of raising: grpc.aio would answer a
+    parser's error itself, as UNKNOWN quoting the parser ("String field had bad UTF-8"...); the
+    handlers below answer INVALID_ARGUMENT, as REST answers a body that is not JSON."""
+    if deserialize is None:
+        return None
+
+    def parse(data: bytes) -> Any:
+        try:
+            return deserialize(data)
+        except Exception:  # protobuf's DecodeError, or its recursion limit
+            return MALFORMED
+
+    return parse
+
+
+def _malformed() -> grpc.Status:
+    return rpc_status.to_status(status_pb2.Status(code=code_pb2.INVALID_ARGUMENT, message=MALFORMED_MESSAGE))
+
+
 def unary(
     behavior: Callable[[Any, grpc.aio.ServicerContext], Awaitable[Any]], method: str
 ) -> Callable[[Any, grpc.aio.ServicerContext], Awaitable[Any]]:
     async def handle(request: Any, context: grpc.aio.ServicerContext) -> Any:
+        if request is MALFORMED:
+            await context.abort_with_status(_malformed())
         try:
             return await behavior(request, context)
         except grpc.aio.AbortError:
@@ -101,6 +131,8 @@ def streaming(
     behavior: Callable[[Any, grpc.aio.ServicerContext], AsyncIterator[Any]], method: str
 ) -> Callable[[Any, grpc.aio.ServicerContext], AsyncIterator[Any]]:
     async def handle(request: Any, context: grpc.aio.ServicerContext) -> AsyncIterator[Any]:
+        if request is MALFORMED:
+            await context.abort_with_status(_malformed())
         try:
             async for response in behavior(request, context):
                 yield response

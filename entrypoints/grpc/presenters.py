@@ -4,14 +4,12 @@ field (REST's null is an unset field). Hashes never leave here."""
 from __future__ import annotations
 
 from collections import OrderedDict
-from datetime import datetime
 from typing import Any
 
 from application.credentials import CredentialStatus, CredentialView
 from application.engine.executions import ExecutionStats, ExecutionView, FlowMetrics
 from application.execute_action import ActionResult
 from domain.events import OutboxEvent
-from domain.execution import Execution
 from domain.execution_log import ExecutionLog
 from domain.flow import Flow, FlowVersion
 from domain.organization import ApiKey, Organization, User
@@ -49,9 +47,7 @@ LOG_STATUSES = EnumMap(execution_log_pb2.ExecutionLogStatus, "EXECUTION_LOG_STAT
 EVENT_TYPES = EnumMap(execution_pb2.ExecutionEventType, "EXECUTION_EVENT_TYPE_", dotted)
 
 
-def _set(**fields: Any) -> dict[str, Any]:
-    """Only the fields that have a value: None is an unset field (REST's null)."""
-    return {k: v for k, v in fields.items() if v is not None}
+# None given to a message's constructor leaves the field unset (REST's null): no filtering needed.
 
 
 def _stamped(entity: Any) -> dict[str, Any]:
@@ -63,20 +59,18 @@ def organization(o: Organization) -> organization_pb2.Organization:
 
 
 def user(u: User) -> user_pb2.User:
-    return user_pb2.User(**_set(id=u.id, org_id=u.org_id, email=u.email, name=u.name, **_stamped(u)))
+    return user_pb2.User(id=u.id, org_id=u.org_id, email=u.email, name=u.name, **_stamped(u))
 
 
 def api_key(k: ApiKey) -> api_key_pb2.ApiKey:
     return api_key_pb2.ApiKey(
-        **_set(
-            id=k.id,
-            org_id=k.org_id,
-            name=k.name,
-            prefix=k.prefix,
-            created_by=k.created_by,
-            revoked_at=timestamp(k.revoked_at),
-            **_stamped(k),
-        )
+        id=k.id,
+        org_id=k.org_id,
+        name=k.name,
+        prefix=k.prefix,
+        created_by=k.created_by,
+        revoked_at=timestamp(k.revoked_at),
+        **_stamped(k),
     )
 
 
@@ -109,107 +103,95 @@ def action(a: Action) -> action_pb2.Action:
 
 
 # Converting steps and settings to Struct/ListValue is the costliest part of answering a read
-# (protobuf builds them in Python, ~40 us for a few steps). A flow's content only changes with its
-# updated_at, so recently presented flows are kept serialized and parsed back (in C, ~2 us).
+# (protobuf builds them in Python, ~40 us for a few steps). They change only with the flow's version
+# (domain.flow.Flow.changed), so recently presented ones are kept serialized, by (flow id, version),
+# and merged into a message of the other fields (parsed in C, ~2 us). The other fields (name,
+# description, updated_at) change without a new version: they are built every time.
 FLOW_CACHE_SIZE = 1024
-_flows: OrderedDict[tuple[str, int, datetime], bytes] = OrderedDict()
+_definitions: OrderedDict[tuple[str, int], bytes] = OrderedDict()
 
 
 def flow(f: Flow) -> flow_pb2.Flow:
-    key = (f.id, f.version, f.updated_at)
-    cached = _flows.get(key)
-    if cached is not None:
-        _flows.move_to_end(key)  # least recently used goes first
-        return flow_pb2.Flow.FromString(cached)
-    message = _flow(f)
-    _flows[key] = message.SerializeToString()
-    if len(_flows) > FLOW_CACHE_SIZE:
-        _flows.popitem(last=False)
-    return message
-
-
-def _flow(f: Flow) -> flow_pb2.Flow:
-    return flow_pb2.Flow(
-        **_set(
-            id=f.id,
-            org_id=f.org_id,
-            name=f.name,
-            description=f.description,
-            steps=to_list(f.steps),
-            settings=to_struct(f.settings),
-            version=f.version,
-            **_stamped(f),
-        )
+    message = flow_pb2.Flow(
+        id=f.id,
+        org_id=f.org_id,
+        name=f.name,
+        description=f.description,
+        version=f.version,
+        **_stamped(f),
     )
+    key = (f.id, f.version)
+    cached = _definitions.get(key)
+    if cached is None:
+        cached = flow_pb2.Flow(steps=to_list(f.steps), settings=to_struct(f.settings)).SerializeToString()
+        _definitions[key] = cached
+        if len(_definitions) > FLOW_CACHE_SIZE:
+            _definitions.popitem(last=False)
+    else:
+        _definitions.move_to_end(key)  # least recently used goes first
+    message.MergeFromString(cached)
+    return message
 
 
 def flow_version(v: FlowVersion) -> flow_pb2.FlowVersion:
     return flow_pb2.FlowVersion(
-        **_set(
-            id=v.id,
-            flow_id=v.flow_id,
-            version=v.version,
-            steps=to_list(v.steps),
-            settings=to_struct(v.settings),
-            created_by=v.created_by,
-            created_at=timestamp(v.created_at),
-        )
+        id=v.id,
+        flow_id=v.flow_id,
+        version=v.version,
+        steps=to_list(v.steps),
+        settings=to_struct(v.settings),
+        created_by=v.created_by,
+        created_at=timestamp(v.created_at),
     )
 
 
 def execution_log(e: ExecutionLog) -> execution_log_pb2.ExecutionLog:
     return execution_log_pb2.ExecutionLog(
-        **_set(
-            id=e.id,
-            org_id=e.org_id,
-            user_id=e.user_id,
-            flow_id=e.flow_id,
-            execution_id=e.execution_id,
-            step_key=e.step_key,
-            status=LOG_STATUSES.number(e.status),
-            inputs=to_struct(e.inputs),
-            outputs=to_struct(e.outputs),
-            error=to_struct(e.error),
-            **_stamped(e),
-        )
+        id=e.id,
+        org_id=e.org_id,
+        user_id=e.user_id,
+        flow_id=e.flow_id,
+        execution_id=e.execution_id,
+        step_key=e.step_key,
+        status=LOG_STATUSES.number(e.status),
+        inputs=to_struct(e.inputs),
+        outputs=to_struct(e.outputs),
+        error=to_struct(e.error),
+        **_stamped(e),
     )
 
 
-def execution(view: ExecutionView | Execution, *, detailed: bool = False) -> execution_pb2.Execution:
-    e = view.execution if isinstance(view, ExecutionView) else view
+def execution(view: ExecutionView, *, detailed: bool = False) -> execution_pb2.Execution:
+    e = view.execution
     message = execution_pb2.Execution(
-        **_set(
-            execution_id=e.id,
-            flow_id=e.flow_id,
-            flow_version=e.flow_version,
-            status=EXECUTION_STATUSES.number(e.status),
-            user_id=e.user_id,
-            user_email=view.user_email if isinstance(view, ExecutionView) else None,
-            inputs=to_struct(e.variables),
-            outputs=to_struct(e.outputs),
-            error=to_struct(e.error),
-            retry_of=e.retry_of,
-            resumed=e.resume,
-            created_at=timestamp(e.created_at),
-            started_at=timestamp(e.started_at),
-            finished_at=timestamp(e.finished_at),
-            duration=e.duration_ms,
-            cancel_requested=e.cancel_requested,
-        )
+        execution_id=e.id,
+        flow_id=e.flow_id,
+        flow_version=e.flow_version,
+        status=EXECUTION_STATUSES.number(e.status),
+        user_id=e.user_id,
+        user_email=view.user_email,
+        inputs=to_struct(e.variables),
+        outputs=to_struct(e.outputs),
+        error=to_struct(e.error),
+        retry_of=e.retry_of,
+        resumed=e.resume,
+        created_at=timestamp(e.created_at),
+        started_at=timestamp(e.started_at),
+        finished_at=timestamp(e.finished_at),
+        duration=e.duration_ms,
+        cancel_requested=e.cancel_requested,
     )
-    if detailed and isinstance(view, ExecutionView):
+    if detailed:
         message.steps.extend(
             execution_pb2.StepState(
-                **_set(
-                    step_id=s.step_id,
-                    status=STEP_STATUSES.number(s.status),
-                    attempt=s.attempt,
-                    output=None if s.output is None else to_value(s.output),
-                    error=to_struct(s.error),
-                    next_attempt_at=timestamp(s.next_at),
-                    started_at=timestamp(s.started_at),
-                    finished_at=timestamp(s.finished_at),
-                )
+                step_id=s.step_id,
+                status=STEP_STATUSES.number(s.status),
+                attempt=s.attempt,
+                output=None if s.output is None else to_value(s.output),
+                error=to_struct(s.error),
+                next_attempt_at=timestamp(s.next_at),
+                started_at=timestamp(s.started_at),
+                finished_at=timestamp(s.finished_at),
             )
             for s in view.steps
         )
@@ -278,7 +260,5 @@ def stats(found: ExecutionStats) -> execution_log_service_pb2.GetStatsResponse:
         skipped_steps=found.skipped_steps,
         avg_execution_time=found.avg_execution_time_ms,
         success_rate=found.success_rate,
-        time_range=common_pb2.TimeRange(
-            **_set(from_time=timestamp(found.start), to_time=timestamp(found.end))
-        ),
+        time_range=common_pb2.TimeRange(from_time=timestamp(found.start), to_time=timestamp(found.end)),
     )

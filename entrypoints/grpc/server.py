@@ -14,6 +14,7 @@ from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection, reflection_pb2_grpc
 
 from entrypoints.container import Container
+from entrypoints.grpc.errors import tolerant
 from entrypoints.grpc.gen.tolstoy.v1 import (
     action_service_pb2_grpc,
     api_key_service_pb2_grpc,
@@ -23,7 +24,6 @@ from entrypoints.grpc.gen.tolstoy.v1 import (
     tool_service_pb2_grpc,
     user_service_pb2_grpc,
 )
-from entrypoints.grpc.services.base import Servicer
 from entrypoints.grpc.services.flows import ExecutionLogService, FlowService
 from entrypoints.grpc.services.organizations import ApiKeyService, OrganizationService, UserService
 from entrypoints.grpc.services.tools import ActionService, ToolService
@@ -52,14 +52,36 @@ class _GenericHandlersOnly:
     twice per call): with them, ``GetFlow`` cost ~350 us more server CPU per call than a servicer
     with one method (tests/perf/bench_grpc.py). Generic handlers find the method with one lookup."""
 
-    def __init__(self, server: grpc.aio.Server) -> None:
+    def __init__(self, server: grpc.aio.Server, *, tolerant_parsing: bool = False) -> None:
         self._server = server
+        self._tolerant = tolerant_parsing  # Tolstoy's services: a malformed request is theirs to refuse
 
     def add_generic_rpc_handlers(self, handlers: Any) -> None:
+        if self._tolerant:
+            handlers = tuple(_TolerantParsing(h) for h in handlers)
         self._server.add_generic_rpc_handlers(handlers)
 
     def add_registered_method_handlers(self, service: str, handlers: Any) -> None:
         return None
+
+
+class _TolerantParsing(grpc.GenericRpcHandler):
+    """A service's handlers with request parsers that do not raise (``errors.tolerant``), made
+    once per method."""
+
+    def __init__(self, inner: grpc.GenericRpcHandler) -> None:
+        self._inner = inner
+        self._handlers: dict[str, grpc.RpcMethodHandler] = {}
+
+    def service(self, handler_call_details: grpc.HandlerCallDetails) -> grpc.RpcMethodHandler | None:
+        method = handler_call_details.method
+        handler = self._handlers.get(method)
+        if handler is None:
+            handler = self._inner.service(handler_call_details)
+            if handler is not None:  # only methods of the service are kept: the dict stays bounded
+                handler = handler._replace(request_deserializer=tolerant(handler.request_deserializer))
+                self._handlers[method] = handler
+        return handler
 
 
 class GrpcServer:
@@ -78,11 +100,9 @@ class GrpcServer:
             ]
         )
         generic = _GenericHandlersOnly(self.server)
-        servicers: list[Servicer] = []
+        ours = _GenericHandlersOnly(self.server, tolerant_parsing=True)
         for cls, add in _SERVICES:
-            servicer = cls(container)
-            add(servicer, generic)
-            servicers.append(servicer)
+            add(cls(container), ours)
         self.health = health.aio.HealthServicer()
         health_pb2_grpc.add_HealthServicer_to_server(self.health, generic)
         names = [

@@ -150,6 +150,15 @@ def test_json_nesting_is_bounded() -> None:
     ]
 
 
+def test_json_integers_are_those_a_double_holds_exactly() -> None:
+    top = rules.SAFE_INTEGER_MAX
+    assert check(rules.json_object, {"a": top, "b": -top, "c": True})[1] == []
+    assert check(rules.json_object, {"a": [top + 1], "b": -top - 1})[1] == [
+        ("f.a.0", "too_big"),
+        ("f.b", "too_big"),
+    ]
+
+
 def test_json_list() -> None:
     assert check(rules.json_list, None) == ([], [])
     assert check(rules.json_list, {"a": 1}) == ([], [("f", "invalid_type")])
@@ -233,7 +242,7 @@ base_urls = st.builds(
 json_values = st.recursive(
     st.none()
     | st.booleans()
-    | st.integers()
+    | st.integers(min_value=-rules.SAFE_INTEGER_MAX, max_value=rules.SAFE_INTEGER_MAX)
     | st.floats(allow_nan=False, allow_infinity=False)
     | no_nul_text,
     lambda inner: st.lists(inner, max_size=4) | st.dictionaries(no_nul_text, inner, max_size=4),

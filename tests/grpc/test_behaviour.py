@@ -15,7 +15,7 @@ from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
 
 from application.health import ComponentStatus
 from domain.errors import FieldError, ValidationFailed
-from entrypoints.grpc.errors import INTERNAL_MESSAGE, unary
+from entrypoints.grpc.errors import INTERNAL_MESSAGE, MALFORMED_MESSAGE, unary
 from entrypoints.grpc.gen.tolstoy.v1 import action_service_pb2 as acs
 from entrypoints.grpc.gen.tolstoy.v1 import common_pb2 as common
 from entrypoints.grpc.gen.tolstoy.v1 import execution_log_service_pb2 as ls
@@ -192,6 +192,24 @@ def test_bad_requests_are_invalid_argument_with_field_violations(rpc: Client) ->
         lambda: rpc.flows.ExecuteFlow(fs.ExecuteFlowRequest(flow_id="flow_x", variables=struct({"a": 1}))),
         Code.NOT_FOUND,
     )
+
+
+def test_malformed_requests_and_non_finite_numbers_are_invalid_argument(
+    channel: grpc.Channel, rpc: Client
+) -> None:
+    """Bytes that are not a message of the method's type (here a string field that is not UTF-8)
+    are refused as INVALID_ARGUMENT without quoting the parser; a Struct's NaN or infinity (which
+    JSON, and so REST, cannot carry) is refused by its field's path."""
+    raw = channel.unary_unary("/tolstoy.v1.FlowService/GetFlow")  # bytes in, bytes out
+    with pytest.raises(grpc.RpcError) as caught:
+        raw(b"\x0a\x02\xff\xfe", timeout=10)  # field 1 (id), two bytes that are not UTF-8
+    assert caught.value.code() == Code.INVALID_ARGUMENT
+    assert caught.value.details() == MALFORMED_MESSAGE
+    assert rpc.tools.ListTools(ts.ListToolsRequest()).tools is not None  # the server is fine
+    for number in (float("nan"), float("inf")):
+        request = fs.ExecuteFlowRequest(flow_id="flow_x", variables=struct({"a": {"b": [1, number]}}))
+        error = rpc_error(lambda request=request: rpc.flows.ExecuteFlow(request), Code.INVALID_ARGUMENT)
+        assert violations(error) == [("variables.a.b.1", "invalid_type")]
 
 
 def test_a_duplicate_is_already_exists(rpc: Client) -> None:

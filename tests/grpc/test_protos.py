@@ -324,3 +324,55 @@ async def test_generated_stub_and_servicer_stream_over_grpc_aio() -> None:
             assert unimplemented.value.code() == grpc.StatusCode.UNIMPLEMENTED
     finally:
         await server.stop(None)
+
+
+def test_the_deepest_json_the_domain_accepts_is_answered_over_grpc() -> None:
+    """protobuf parses at most 100 nested messages (3 per JSON level in a Struct): every document the
+    domain stores (domain.rules.DOCUMENT_DEPTH_MAX) must survive being sent and parsed, also
+    wrapped a few levels deeper (an event's payload, a log's inputs); one level more is refused."""
+    from domain import rules
+    from domain.errors import ValidationFailed
+    from domain.rules import Problems
+    from entrypoints.grpc.convert import to_list, to_struct
+
+    def nested(depth: int) -> dict:
+        doc: dict = {"leaf": 1}
+        for _ in range(depth - 1):
+            doc = {"a": doc}
+        return doc  # its leaf sits at ``depth``
+
+    deepest = nested(rules.DOCUMENT_DEPTH_MAX)
+    problems = Problems()
+    rules.json_object(problems, "variables", deepest)
+    problems.raise_if_any()
+    wrapped = {"payload": {"outputs": {"step": deepest}}}
+    execution = execution_pb2.Execution(inputs=to_struct(wrapped), outputs=to_struct(wrapped))
+    assert execution_pb2.Execution.FromString(execution.SerializeToString()) == execution
+    steps = [{"id": "s", "type": "http_request", "config": {"body": deepest}}]
+    request = flow_service_pb2.CreateFlowRequest(name="Deep", steps=to_list(steps))
+    assert flow_service_pb2.CreateFlowRequest.FromString(request.SerializeToString()) == request
+    problems = Problems()
+    rules.json_object(problems, "variables", nested(rules.DOCUMENT_DEPTH_MAX + 1))
+    with pytest.raises(ValidationFailed):
+        problems.raise_if_any()
+
+
+def test_a_flow_is_presented_as_it_is_now_even_when_changed_within_one_millisecond() -> None:
+    """The presenter keeps converted steps and settings by (flow, version); the fields that change
+    without a new version (name, description, updated_at) are never taken from that copy."""
+    from datetime import UTC, datetime
+
+    from domain.flow import Flow
+    from entrypoints.grpc import presenters
+
+    now = datetime(2030, 1, 1, tzinfo=UTC)
+    steps = [{"id": "a", "type": "delay", "config": {"ms": 5}}]
+    first = Flow.build(id="flow_same_ms", now=now, org_id="org_1", name="A", steps=steps, settings={})
+    renamed = first.changed(now=now, name="B", description="same millisecond")
+    assert (renamed.version, renamed.updated_at) == (first.version, first.updated_at)
+    assert presenters.flow(first).name == "A"
+    shown = presenters.flow(renamed)
+    assert (shown.name, shown.description) == ("B", "same millisecond")
+    assert shown.steps[0]["config"]["ms"] == 5
+    resteps = renamed.changed(now=now, steps=[{"id": "a", "type": "delay", "config": {"ms": 9}}])
+    assert presenters.flow(resteps).steps[0]["config"]["ms"] == 9 and resteps.version == first.version + 1

@@ -51,9 +51,9 @@ def _read(request: Any, name: str, kind: str | EnumMap) -> tuple[bool, Any]:
         return False, None
     value = getattr(request, name)
     if kind == STRUCT:
-        return True, from_struct(value)
+        return True, from_struct(value, name)
     if kind == LIST:
-        return True, from_list(value)
+        return True, from_list(value, name)
     return True, value
 
 

@@ -54,7 +54,7 @@ class FlowService(Servicer, flows_grpc.FlowServiceServicer):
     async def ExecuteFlow(self, request: flows_pb.ExecuteFlowRequest, context: Context):
         ctx = await self.tenant(context)
         durable = request.use_durable if request.HasField("use_durable") else True
-        variables = from_struct(request.variables)
+        variables = from_struct(request.variables, "variables")
         view = await self.container.executions().start(ctx, request.flow_id, variables, durable=durable)
         return flows_pb.ExecuteFlowResponse(execution=p.execution(view, detailed=not durable))
 

@@ -22,7 +22,7 @@ from entrypoints.grpc.gen.tolstoy.v1 import (
 from entrypoints.grpc.gen.tolstoy.v1 import (
     user_service_pb2_grpc as users_grpc,
 )
-from entrypoints.grpc.services.base import SCALAR, Context, Servicer, changes, given
+from entrypoints.grpc.services.base import SCALAR, Context, Servicer, changes, given, present
 
 
 class OrganizationService(Servicer, orgs_grpc.OrganizationServiceServicer):
@@ -61,7 +61,7 @@ class UserService(Servicer, users_grpc.UserServiceServicer):
 
     async def CreateUser(self, request: users_pb.CreateUserRequest, context: Context):
         ctx = await self.tenant(context)
-        fields = {"email": request.email} | ({"name": request.name} if request.HasField("name") else {})
+        fields = present(email=request.email, name=given(request, "name"))
         return users_pb.CreateUserResponse(user=p.user(await self.container.users().create(ctx, **fields)))
 
     async def ListUsers(self, request: users_pb.ListUsersRequest, context: Context):

@@ -119,6 +119,6 @@ class ActionService(Servicer, actions_grpc.ActionServiceServicer):
 
     async def ExecuteAction(self, request: actions_pb.ExecuteActionRequest, context: Context):
         ctx = await self.tenant(context)
-        inputs = from_struct(request.inputs)
+        inputs = from_struct(request.inputs, "inputs")
         result = await self.container.execute_action().execute(ctx, request.action_id, inputs)
         return p.action_result(result)
