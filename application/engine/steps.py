@@ -126,15 +126,12 @@ class StepRunners:
         return step.timeout_ms or self._timeout_ms
 
     def _limit_ms(self, step: StepDefinition) -> int:
-        """How long the whole step may take: its timeout, or for a background run it waits for,
-        the polls it is allowed (its own timeout bounds each run, not the waiting)."""
-        config = step.config
-        waits = (step.type == "sandbox_async" or config.get("mode") == "async") and config.get(
-            "waitForCompletion"
-        ) is not False
-        if waits and step.timeout_ms is None:
-            polls = config.get("maxPollAttempts") or MAX_POLL_ATTEMPTS
-            return polls * (config.get("pollInterval") or POLL_INTERVAL_MS) + self._timeout_ms
+        """How long the whole step may take: the step's own ``timeout`` when it has one, as for
+        every step type. Without one, a background run it waits for may take the polls it is
+        allowed (the default timeout bounds each sandbox run, not that waiting)."""
+        if step.timeout_ms is None and _waits_for_background_run(step):
+            polls, interval = _polling(step.config)
+            return int(polls * interval * 1000) + self._timeout_ms
         return self.timeout_ms(step)
 
     async def run(self, ctx: StepContext) -> Any:
@@ -240,17 +237,33 @@ class StepRunners:
         config = ctx.step.config
         language = resolve_language(config.get("language"), config["code"])
         run = self._code_run(config["code"], ctx, language)
-        background = ctx.step.type == "sandbox_async" or config.get("mode") == "async"
-        if not background:
+        if not _background(ctx.step):
             return sandbox_outcome(await ctx.sandbox.run(run), ctx)
         session_id = await self._sandbox.start(run)
-        if config.get("waitForCompletion") is False:
+        if not _waits_for_background_run(ctx.step):
             return {"sessionId": session_id, "status": "started"}
-        interval = (config.get("pollInterval") or POLL_INTERVAL_MS) / 1000
-        for _ in range(config.get("maxPollAttempts") or MAX_POLL_ATTEMPTS):
+        polls, interval = _polling(config)
+        for _ in range(polls):
             result = await self._sandbox.poll(session_id)
             if result is not None:
                 output = sandbox_outcome(result, ctx)
                 return {"sessionId": session_id, "output": output}
             await asyncio.sleep(interval)
         raise StepFailed(f"The background run {session_id} did not finish in time", "TIMEOUT")
+
+
+def _background(step: StepDefinition) -> bool:
+    """A code step run in the background (the seed's ``sandbox_async``, or ``mode: "async"``)."""
+    return step.type == "sandbox_async" or step.config.get("mode") == "async"
+
+
+def _waits_for_background_run(step: StepDefinition) -> bool:
+    return _background(step) and step.config.get("waitForCompletion") is not False
+
+
+def _polling(config: dict[str, Any]) -> tuple[int, float]:
+    """(polls allowed, seconds between them) while waiting for a background run."""
+    return (
+        config.get("maxPollAttempts") or MAX_POLL_ATTEMPTS,
+        (config.get("pollInterval") or POLL_INTERVAL_MS) / 1000,
+    )
