@@ -16,7 +16,7 @@ import asyncio
 import contextlib
 import logging
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
@@ -98,9 +98,19 @@ class _Finish:
 def _storable(result: _Finish) -> _Finish:
     """What a step returned must be storable JSON (no NUL characters, finite numbers, bounded
     nesting) on every database; otherwise the step fails for good, instead of its checkpoint
-    failing, and the step being sent again, forever."""
+    failing, and the step being sent again, forever. Logs the code printed that cannot be stored
+    are replaced by a note: they do not fail a step that succeeded."""
     problems = Problems()
-    document: dict[str, Any] = {"output": result.output, "logs": result.logs}
+    rules.json_object(problems, "logs", {"logs": result.logs})
+    if problems.errors:
+        first = problems.errors[0]
+        note = f"The step's logs were dropped: they cannot be stored ({first.field}: {first.message})"
+        dropped = {"type": "warn", "message": note}
+        if result.logs and isinstance(result.logs[0], dict) and "timestamp" in result.logs[0]:
+            dropped["timestamp"] = result.logs[0]["timestamp"]
+        result = replace(result, logs=[dropped])
+        problems = Problems()
+    document: dict[str, Any] = {"output": result.output}
     if result.error is not None:
         document["error"] = result.error.as_error()
     rules.json_object(problems, "result", document)

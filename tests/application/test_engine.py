@@ -555,6 +555,18 @@ async def test_a_result_that_cannot_be_stored_fails_its_step_for_good(engine: En
     assert len(engine.http.calls("http://api.test/nul")) == 1
 
 
+async def test_logs_that_cannot_be_stored_do_not_fail_a_step_that_succeeded(engine: Engine) -> None:
+    ctx = await engine.tenant()
+    engine.sandbox.define("chatty", lambda c: (c["log"]("a\x00b"), 7)[1])
+    flow = await engine.flows.create(ctx, name="Chatty", steps=[transform("s", "chatty")])
+    started = await engine.executions.start(ctx, flow.id, {})
+    view = await engine.finished(ctx, flow.id, started.execution.id)
+    assert view.execution.status == "completed" and view.execution.outputs["s"] == 7
+    [log] = await engine.executions.logs(ctx, flow.id, view.execution.id)
+    [note] = log.outputs["logs"]
+    assert note["type"] == "warn" and "logs were dropped" in note["message"] and "\x00" not in note["message"]
+
+
 async def quick_then_held(engine: Engine, held: str, output: str):
     """A flow of two data_transform steps, "quick" then ``held``, started and run until ``held`` is
     running: it returns ``output`` once the returned event is set."""
