@@ -113,13 +113,16 @@ def worker_id(settings: Settings) -> str:
 
 def _change_feed(settings: Settings) -> ChangeFeed | None:
     """Other processes' change notices, so copies of flows, tools and actions can be kept. On
-    PostgreSQL only (LISTEN/NOTIFY), on a session of its own: ``DIRECT_URL`` when set, else
-    ``DATABASE_URL`` unless that goes through a transaction-mode pooler (``pgbouncer=true``), where
-    LISTEN does not work. None (nothing is cached) then, on SQLite, and with the cache sized 0."""
+    PostgreSQL only (LISTEN/NOTIFY), on a session of its own: with ``DATABASE_URL``'s role, unless
+    that goes through a transaction-mode pooler (``pgbouncer=true``), where LISTEN does not work:
+    then ``DIRECT_URL`` (the migrations' connection) when it is set. None (nothing is cached) when
+    neither can listen, on SQLite, and with the cache sized 0."""
     from adapters.persistence.changes import PostgresChangeFeed
     from adapters.persistence.engine import behind_pgbouncer, normalize_url
 
-    url = settings.migration_database
+    url = settings.database
+    if behind_pgbouncer(url):
+        url = settings.migration_database
     if settings.read_cache_entries == 0 or normalize_url(url).get_backend_name() != "postgresql":
         return None
     return None if behind_pgbouncer(url) else PostgresChangeFeed(url)

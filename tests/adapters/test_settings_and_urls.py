@@ -135,6 +135,11 @@ def test_the_engine_and_the_sandbox_are_chosen_from_settings(tmp_path: Path) -> 
             "postgresql://u@db/t",
         ),
         ({"DATABASE_URL": "postgresql://u@db/t", "TOLSTOY_READ_CACHE_ENTRIES": "0"}, None),
+        # the serving role listens; the migrations' (often more privileged) only behind a pooler
+        (
+            {"DATABASE_URL": "postgresql://app@db/t", "DIRECT_URL": "postgresql://owner@db/t"},
+            "postgresql://app@db/t",
+        ),
     ],
 )
 def test_the_change_feed_listens_on_a_session_connection(
