@@ -104,7 +104,8 @@ class LocalCopies:
     def apply(self, change: Change) -> None:
         if change.kind in (ORGANIZATION, ACCESS):
             self.keys.clear()  # API keys resolved by this process: they may no longer hold
-        self.entities.drop(change)
+        if change.kind != ACCESS:  # access is no object kept here: reads in flight may keep theirs
+            self.entities.drop(change)
 
     def set_live(self, live: bool) -> None:
         self.entities.set_live(live)

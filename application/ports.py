@@ -118,6 +118,9 @@ class SecretStore(Protocol):
 class LeaseLost(Exception):
     """Another worker holds the execution's lease now (see ``ExecutionRepository.fence``)."""
 
+    def __init__(self, execution_id: str, owner: str | None) -> None:
+        super().__init__(f"the lease of {execution_id} is no longer {owner}'s")
+
 
 class ExecutionRepository(TenantRepository[Execution], Protocol):
     """Executions. ``update`` never writes the lease or the cancel request: those change only

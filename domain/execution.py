@@ -17,6 +17,8 @@ from domain.flow_definition import FlowDefinition, RetryPolicy, StepDefinition
 QUEUED, RUNNING, COMPLETED, FAILED, CANCELLED = "queued", "running", "completed", "failed", "cancelled"
 EXECUTION_STATUSES = (QUEUED, RUNNING, COMPLETED, FAILED, CANCELLED)
 FINISHED = frozenset({COMPLETED, FAILED, CANCELLED})
+# The outbox event that announces each way an execution ends (the last event of an execution).
+FINAL_EVENT = {COMPLETED: "flow.completed", FAILED: "flow.failed", CANCELLED: "flow.cancelled"}
 
 # Step states. RUNNING with ``next_at`` is a delay in progress (no worker holds it); WAITING is a
 # failed attempt whose retry is due at ``next_at``.

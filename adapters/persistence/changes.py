@@ -6,9 +6,12 @@ to this process's own listener at commit (``SqlUnitOfWork.heard``). On SQLite no
 between processes: notices are heard by the process that made them only.
 
 ``PostgresChangeFeed`` holds one dedicated connection that LISTENs. It reports itself live once
-listening, and not live the moment the connection is lost, a liveness ping fails, or it stops;
-then it reconnects with backoff. Through PgBouncer in transaction mode LISTEN does not work: the
-container starts no feed there (``?pgbouncer=true``), so nothing is cached.
+listening, and not live as soon as it learns the connection is gone: at once when the network says
+so, else when a liveness ping (every ``ping_seconds``) goes unanswered for ``ping_seconds`` - up to
+about twice that for a connection that died silently, during which notices are lost and copies
+still served (the copies' TTL bounds that too). Then it reconnects with backoff. Through PgBouncer
+in transaction mode LISTEN does not work: the container then listens on ``DIRECT_URL``, or starts
+no feed (nothing is cached).
 """
 
 from __future__ import annotations

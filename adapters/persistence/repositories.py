@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Mapping
 from typing import Any, Generic, TypeVar
 
@@ -210,6 +211,7 @@ def _unfinished(t: Table) -> Any:
     return or_(*(t.c.status == status for status in _UNFINISHED))
 
 
+@functools.cache
 def _execution_statements() -> dict[str, Any]:
     """The engine's per-execution statements, built once (named ``bindparam()``s): an advance runs
     several, and building them per call cost more than sending them."""
@@ -243,9 +245,7 @@ def _execution_statements() -> dict[str, Any]:
     }
 
 
-_EXECUTIONS: dict[str, Any] = {}
-
-
+@functools.cache
 def _admission_statement() -> Any:
     """PostgreSQL: an admission as one statement. ``tolstoy_admission_room`` (migration 0007)
     takes the organization's admission lock and counts running executions on a snapshot of its
@@ -296,13 +296,8 @@ def _admission_statement() -> Any:
     )
 
 
-_ADMISSION: list[Any] = []
-
-
 def _executions(name: str) -> Any:
-    if not _EXECUTIONS:
-        _EXECUTIONS.update(_execution_statements())
-    return _EXECUTIONS[name]
+    return _execution_statements()[name]
 
 
 class SqlExecutionRepository(SqlTenantRepository[E]):
@@ -330,7 +325,7 @@ class SqlExecutionRepository(SqlTenantRepository[E]):
         # In a transaction: the row lock (PostgreSQL; SQLite's writers hold the database lock from
         # BEGIN IMMEDIATE) keeps the lease ours until commit.
         if await self._db.first(_executions("fence"), {"b_id": execution_id, "b_owner": owner}) is None:
-            raise LeaseLost(f"the lease of {execution_id} is no longer {owner}'s")
+            raise LeaseLost(execution_id, owner)
 
     async def renew(self, execution_id: str, owner: str, until: Any) -> bool:
         return (
@@ -355,8 +350,6 @@ class SqlExecutionRepository(SqlTenantRepository[E]):
     async def admit(self, started: E, waiting: E, event: Any, flow_limit: int, org_limit: int) -> bool:
         owner = started.lease_owner  # type: ignore[attr-defined]
         if getattr(self._db, "dialect", None) == "postgresql":
-            if not _ADMISSION:
-                _ADMISSION.append(_admission_statement())
             params: dict[str, Any] = {
                 "b_id": started.id,  # type: ignore[attr-defined]
                 "b_owner": owner,
@@ -368,9 +361,9 @@ class SqlExecutionRepository(SqlTenantRepository[E]):
             params.update({f"p_{k}": v for k, v in self._values(started).items()})
             params.update({f"w_{k}": v for k, v in self._values(waiting).items()})
             params.update({f"e_{k}": v for k, v in SqlOutboxRepository(self._db)._values(event).items()})
-            row = await self._db.first(_ADMISSION[0], params)
+            row = await self._db.first(_admission_statement(), params)
             if row is None or not (row["started"] or row["waiting"]):
-                raise LeaseLost(f"the lease of {started.id} is no longer {owner}'s")  # type: ignore[attr-defined]
+                raise LeaseLost(started.id, owner)  # type: ignore[attr-defined]
             return bool(row["started"])
         # SQLite: in the unit of work's transaction, which holds the database's writer lock.
         await self._db.run(_executions("lock_org"), {"b_org_id": started.org_id})  # type: ignore[attr-defined]

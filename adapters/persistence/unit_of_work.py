@@ -287,7 +287,7 @@ class AsyncpgBatchUnitOfWork(AsyncpgReadUnitOfWork):
         except asyncpg.DivisionByZeroError:
             if fence is None:
                 raise
-            raise LeaseLost(f"the lease of {fence[0]} is no longer {fence[1]}'s") from None
+            raise LeaseLost(*fence) from None
 
     async def rollback(self) -> None:
         if self._batch is not None:

@@ -30,6 +30,7 @@ from domain.execution import (
     CANCELLED,
     COMPLETED,
     FAILED,
+    FINAL_EVENT,
     QUEUED,
     RUNNING,
     Execution,
@@ -261,7 +262,7 @@ class AdvanceExecution:
     ) -> Execution:
         done = execution.concluded(now, status, outputs=outputs, error=error)
         await uow.executions.save_and_release(done)
-        kind = {COMPLETED: "flow.completed", FAILED: "flow.failed", CANCELLED: "flow.cancelled"}[status]
+        kind = FINAL_EVENT[status]
         payload: dict[str, Any] = {"status": status, "duration": done.duration_ms, **(counts or {})}
         if error is not None:
             payload["error"] = error

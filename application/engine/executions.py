@@ -18,14 +18,14 @@ from application.tenancy import TenantContext
 from domain import rules
 from domain.errors import Conflict, FieldError, NotFound, ValidationFailed
 from domain.events import OutboxEvent
-from domain.execution import COMPLETED, EXECUTION_STATUSES, QUEUED, Execution, StepState
+from domain.execution import COMPLETED, EXECUTION_STATUSES, FINAL_EVENT, QUEUED, Execution, StepState
 from domain.execution_log import ExecutionLog
 from domain.ids import execution_id
 from domain.rules import Problems
 
 LOGS_MAX = 10_000
 DIRECT_MAX_SECONDS = 300.0  # an execution run inside a request gives up waiting after this
-FINAL_EVENTS = frozenset({"flow.completed", "flow.failed", "flow.cancelled"})
+FINAL_EVENTS = frozenset(FINAL_EVENT.values())
 WATCH_POLL_SECONDS = 0.15
 WATCH_BATCH = 200
 # Events of concurrent transactions may commit slightly out of created_at order: every poll looks

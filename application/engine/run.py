@@ -24,6 +24,7 @@ from application.engine.steps import StepContext, StepFailed
 from application.ports import LeaseLost, SandboxSession, UnitOfWork
 from domain import rules
 from domain.credentials import MASK, is_sensitive
+from domain.events import OutboxEvent
 from domain.execution import (
     CANCELLED,
     COMPLETED,
@@ -82,7 +83,7 @@ class _Start:
     at: datetime
     new_state: bool  # the step has no row yet
     log: ExecutionLog
-    event: Any
+    event: OutboxEvent
 
 
 @dataclass(slots=True)

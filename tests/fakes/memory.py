@@ -324,7 +324,7 @@ class MemoryExecutionRepository(MemoryTenantRepository):
         # One event loop: admissions cannot interleave inside a unit of work.
         row = self._rows().get(started.id)
         if row is None or row.lease_owner != started.lease_owner:
-            raise LeaseLost(f"the lease of {started.id} is no longer {started.lease_owner}'s")
+            raise LeaseLost(started.id, started.lease_owner)
         running = [r for r in self._rows().values() if r.org_id == started.org_id and r.status == "running"]
         if sum(r.flow_id == started.flow_id for r in running) >= flow_limit or len(running) >= org_limit:
             self._uow._write_now(_keep_cancel, self._table, deepcopy(waiting))
@@ -469,7 +469,7 @@ class MemoryUnitOfWork:
             for execution_id, owner in self.fences:
                 row = self._store.tables["executions"].get(execution_id)
                 if row is None or row.lease_owner != owner:
-                    raise LeaseLost(f"the lease of {execution_id} is no longer {owner}'s")
+                    raise LeaseLost(execution_id, owner)
             if self._store.version != self._version:  # someone committed since we began
                 tables = self._store.copy()
                 for write, args in self._writes:
