@@ -159,7 +159,12 @@ class ExecutionRun:
         keeper = asyncio.create_task(self._keep_lease())
         try:
             async with self.e._sandbox.session(self.execution.org_id) as sandbox:
-                return await self._loop(sandbox)
+                try:
+                    return await self._loop(sandbox)
+                finally:  # the steps still running stop before their sandbox session closes
+                    for task in self.tasks.values():
+                        task.cancel()
+                    await asyncio.gather(*self.tasks.values(), return_exceptions=True)
         except LeaseLost:  # another worker took the execution over: it wrote nothing, stop here
             log.warning("lost the lease of %s; another worker goes on with it", self.execution.id)
             self.lost = True
@@ -168,8 +173,6 @@ class ExecutionRun:
             keeper.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await keeper
-            for task in self.tasks.values():
-                task.cancel()
 
     async def _keep_lease(self) -> None:
         """Renew the lease while working; notice a cancel request made through another process."""
