@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import asyncio
+import logging
+import time
 import uuid
+import weakref
 from pathlib import Path
 from typing import Any
 
@@ -11,9 +14,12 @@ import asyncpg
 import orjson
 from sqlalchemy import event
 from sqlalchemy.engine import URL, make_url
+from sqlalchemy.exc import OperationalError
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 
 from adapters.persistence.executor import json_text
+
+log = logging.getLogger("tolstoy.persistence")
 
 
 def normalize_url(raw: str) -> URL:
@@ -86,6 +92,30 @@ def _sqlite_json(value: Any) -> Any:
     return orjson.loads(value)
 
 
+class _SqliteWriters:
+    """The write transactions open on an SQLite engine, for the error logged when a writer gives
+    up waiting for the write lock (one for the whole database): who holds it, since when."""
+
+    def __init__(self) -> None:
+        self.open: weakref.WeakKeyDictionary[Any, tuple[str, float]] = weakref.WeakKeyDictionary()
+
+    def began(self, conn: Any) -> None:
+        task = asyncio.current_task()  # the greenlet runs inside the caller's task
+        self.open[conn] = (task.get_name() if task else "?", time.monotonic())
+
+    def ended(self, conn: Any) -> None:
+        self.open.pop(conn, None)
+
+    def describe(self) -> str:
+        now = time.monotonic()
+        held = [
+            f"{name!r} for {now - since:.1f} s"
+            for conn, (name, since) in list(self.open.items())
+            if conn.in_transaction() and not conn.invalidated
+        ]
+        return ", ".join(held) or "none on this engine (another engine or process holds it)"
+
+
 def _sqlite_engine(url: URL, echo: bool, read_only: bool) -> AsyncEngine:
     if url.database and url.database != ":memory:":
         Path(url.database).parent.mkdir(parents=True, exist_ok=True)
@@ -114,13 +144,24 @@ def _sqlite_engine(url: URL, echo: bool, read_only: bool) -> AsyncEngine:
     if read_only:
         return engine  # the driver is in autocommit (isolation_level None) and nothing emits BEGIN
 
+    writers = _SqliteWriters()
+
     @event.listens_for(engine.sync_engine, "begin")
     def _on_begin(conn: Any) -> None:
         # Writers take the write lock up front: a deferred transaction that reads and then
         # writes would fail with SQLITE_BUSY instead of waiting when another writer got there first.
-        if conn.get_execution_options().get("isolation_level") != "AUTOCOMMIT":
-            conn.exec_driver_sql("BEGIN IMMEDIATE")
+        if conn.get_execution_options().get("isolation_level") == "AUTOCOMMIT":
+            return
+        try:
+            conn.exec_driver_sql("BEGIN IMMEDIATE")  # waits up to the busy timeout
+        except OperationalError as exc:
+            if "locked" in str(exc.orig):
+                log.error("SQLite's write lock stayed taken; write transactions open: %s", writers.describe())
+            raise
+        writers.began(conn)
 
+    event.listen(engine.sync_engine, "commit", writers.ended)
+    event.listen(engine.sync_engine, "rollback", writers.ended)
     return engine
 
 

@@ -109,7 +109,11 @@ class SqlUnitOfWork:
     async def __aenter__(self) -> Self:
         conn = await self._engine.connect()
         if not self._read_only:
-            await conn.begin()
+            try:
+                await conn.begin()  # on SQLite it may give up waiting for the write lock
+            except BaseException:
+                await conn.close()  # else the connection stays checked out until the garbage collector
+                raise
         self._conn = conn
         self._db = AlchemyExecutor(conn)
         return self
