@@ -71,3 +71,8 @@ class UpstreamUnreachable(DomainError):
 
 class UpstreamTimeout(DomainError):
     """The upstream did not answer in time (504)."""
+
+
+class Unavailable(DomainError):
+    """Tolstoy cannot take the request right now, e.g. its database stayed busy; the same request
+    a moment later can succeed (503 with Retry-After)."""

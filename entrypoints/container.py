@@ -160,7 +160,7 @@ class Container(containers.DeclarativeContainer):
     uow_factory = providers.Singleton(
         SqlUnitOfWorkFactory, engine, read_engine, read_pool, write_pool, heard=local_copies.provided.apply
     )
-    database_probe = providers.Singleton(SqlDatabaseProbe, engine)
+    database_probe = providers.Singleton(SqlDatabaseProbe, read_engine)  # a ping takes no write lock
     cache_probe = providers.Singleton(_redis_probe, settings)
     admin_token = providers.Singleton(resolve_admin_token, settings)
 

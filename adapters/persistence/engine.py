@@ -21,6 +21,8 @@ from adapters.persistence.executor import json_text
 
 log = logging.getLogger("tolstoy.persistence")
 
+SQLITE_BUSY_SECONDS = 10.0
+
 
 def normalize_url(raw: str) -> URL:
     """Accept the URLs people paste (``postgres://``, ``postgresql://…?sslmode=require``, ``sqlite:///x``)."""
@@ -92,6 +94,10 @@ def _sqlite_json(value: Any) -> Any:
     return orjson.loads(value)
 
 
+class DatabaseBusy(Exception):
+    """SQLite's write lock stayed taken past the busy timeout (the unit of work makes it a 503)."""
+
+
 class _SqliteWriters:
     """The write transactions open on an SQLite engine, for the error logged when a writer gives
     up waiting for the write lock (one for the whole database): who holds it, since when."""
@@ -119,10 +125,13 @@ class _SqliteWriters:
 def _sqlite_engine(url: URL, echo: bool, read_only: bool) -> AsyncEngine:
     if url.database and url.database != ":memory:":
         Path(url.database).parent.mkdir(parents=True, exist_ok=True)
+    # How long a writer waits for the write lock (one for the whole database) before giving up:
+    # ``?timeout=`` in the URL, in seconds, as SQLAlchemy's SQLite dialects read it.
+    busy_seconds = float(url.query.get("timeout", SQLITE_BUSY_SECONDS))  # type: ignore[arg-type]
     engine = create_async_engine(
-        url,
+        url.difference_update_query(["timeout"]),
         echo=echo,
-        connect_args={"timeout": 30},
+        connect_args={"timeout": busy_seconds},
         json_serializer=json_text,
         json_deserializer=_sqlite_json,
     )
@@ -135,7 +144,6 @@ def _sqlite_engine(url: URL, echo: bool, read_only: bool) -> AsyncEngine:
         for pragma in (
             "PRAGMA journal_mode=WAL",
             "PRAGMA foreign_keys=ON",
-            "PRAGMA busy_timeout=10000",
             "PRAGMA synchronous=NORMAL",
         ):
             cursor.execute(pragma)
@@ -155,9 +163,10 @@ def _sqlite_engine(url: URL, echo: bool, read_only: bool) -> AsyncEngine:
         try:
             conn.exec_driver_sql("BEGIN IMMEDIATE")  # waits up to the busy timeout
         except OperationalError as exc:
-            if "locked" in str(exc.orig):
-                log.error("SQLite's write lock stayed taken; write transactions open: %s", writers.describe())
-            raise
+            if "locked" not in str(exc.orig):
+                raise
+            log.error("SQLite's write lock stayed taken; write transactions open: %s", writers.describe())
+            raise DatabaseBusy(str(exc.orig)) from exc
         writers.began(conn)
 
     event.listen(engine.sync_engine, "commit", writers.ended)

@@ -19,6 +19,7 @@ from domain.errors import (
     PayloadTooLarge,
     PermissionDenied,
     Unauthenticated,
+    Unavailable,
     UpstreamTimeout,
     UpstreamUnreachable,
     ValidationFailed,
@@ -36,6 +37,7 @@ CODE_OF: list[tuple[type[DomainError], int]] = [
     (PayloadTooLarge, code_pb2.RESOURCE_EXHAUSTED),
     (UpstreamUnreachable, code_pb2.UNAVAILABLE),
     (UpstreamTimeout, code_pb2.DEADLINE_EXCEEDED),
+    (Unavailable, code_pb2.UNAVAILABLE),
 ]
 
 

@@ -18,6 +18,7 @@ from domain.errors import (
     PayloadTooLarge,
     PermissionDenied,
     Unauthenticated,
+    Unavailable,
     UpstreamTimeout,
     UpstreamUnreachable,
     ValidationFailed,
@@ -34,6 +35,7 @@ STATUS_OF: list[tuple[type[DomainError], int]] = [
     (Conflict, 409),
     (PayloadTooLarge, 413),
     (UpstreamUnreachable, 502),
+    (Unavailable, 503),
     (UpstreamTimeout, 504),
 ]
 
@@ -97,7 +99,8 @@ def install(app: FastAPI) -> None:
     @app.exception_handler(DomainError)
     async def _domain(_request: Request, exc: DomainError) -> JSONBytes:
         status = next((code for cls, code in STATUS_OF if isinstance(exc, cls)), 400)
-        return json(error_body(status, exc.message, exc.errors), status)
+        headers = {"Retry-After": "1"} if isinstance(exc, Unavailable) else None
+        return json(error_body(status, exc.message, exc.errors), status, headers=headers)
 
     @app.exception_handler(RequestValidationError)
     async def _validation(_request: Request, exc: RequestValidationError) -> JSONBytes:
