@@ -24,7 +24,9 @@ BACKENDS = ["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)]
 
 @pytest.fixture(scope="session")
 def sqlite_url(tmp_path_factory: pytest.TempPathFactory) -> str:
-    return f"sqlite:///{tmp_path_factory.mktemp('sqlite') / 'tolstoy.db'}"
+    # Writers wait up to 30 s for SQLite's write lock (10 by default): a loaded CI machine can stall
+    # a holder for seconds; a lock that is really stuck still fails, naming who holds it.
+    return f"sqlite:///{tmp_path_factory.mktemp('sqlite') / 'tolstoy.db'}?timeout=30"
 
 
 @pytest.fixture(scope="session")
