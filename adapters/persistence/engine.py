@@ -18,6 +18,7 @@ from sqlalchemy.exc import OperationalError
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 
 from adapters.persistence.executor import json_text
+from domain.errors import Unavailable
 
 log = logging.getLogger("tolstoy.persistence")
 
@@ -94,10 +95,6 @@ def _sqlite_json(value: Any) -> Any:
     return orjson.loads(value)
 
 
-class DatabaseBusy(Exception):
-    """SQLite's write lock stayed taken past the busy timeout (the unit of work makes it a 503)."""
-
-
 class _SqliteWriters:
     """The write transactions open on an SQLite engine, for the error logged when a writer gives
     up waiting for the write lock (one for the whole database): who holds it, since when."""
@@ -160,13 +157,13 @@ def _sqlite_engine(url: URL, echo: bool, read_only: bool) -> AsyncEngine:
         # writes would fail with SQLITE_BUSY instead of waiting when another writer got there first.
         if conn.get_execution_options().get("isolation_level") == "AUTOCOMMIT":
             return
-        try:
-            conn.exec_driver_sql("BEGIN IMMEDIATE")  # waits up to the busy timeout
+        try:  # waits up to the busy timeout; past it, every writer of the engine gets a 503
+            conn.exec_driver_sql("BEGIN IMMEDIATE")
         except OperationalError as exc:
             if "locked" not in str(exc.orig):
                 raise
             log.error("SQLite's write lock stayed taken; write transactions open: %s", writers.describe())
-            raise DatabaseBusy(str(exc.orig)) from exc
+            raise Unavailable("The database is busy; try again in a moment") from exc
         writers.began(conn)
 
     event.listen(engine.sync_engine, "commit", writers.ended)

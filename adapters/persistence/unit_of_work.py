@@ -15,7 +15,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from adapters.persistence import tables as t
 from adapters.persistence.changes import SqlChangeNotices
-from adapters.persistence.engine import DatabaseBusy, ReadPool
+from adapters.persistence.engine import ReadPool
 from adapters.persistence.executor import AlchemyExecutor, AsyncpgExecutor, Executor, prepare
 from adapters.persistence.integrity import translate
 from adapters.persistence.repositories import (
@@ -30,7 +30,6 @@ from adapters.persistence.repositories import (
 from application.ports import Change, LeaseLost
 from domain.audit import AuditEvent
 from domain.credentials import ToolCredentials
-from domain.errors import Unavailable
 from domain.execution_log import ExecutionLog
 from domain.flow import Flow, FlowVersion
 from domain.organization import ApiKey, User
@@ -112,10 +111,8 @@ class SqlUnitOfWork:
         if not self._read_only:
             try:
                 await conn.begin()  # on SQLite it may give up waiting for the write lock
-            except BaseException as exc:
+            except BaseException:
                 await conn.close()  # else the connection stays checked out until the garbage collector
-                if isinstance(exc, DatabaseBusy):
-                    raise Unavailable("The database is busy; try again in a moment") from exc
                 raise
         self._conn = conn
         self._db = AlchemyExecutor(conn)

@@ -65,10 +65,14 @@ def test_a_busy_database_is_a_503_to_retry_and_nothing_is_lost(tmp_path: Path) -
     settings = make_settings(f"sqlite:///{path}?timeout=0.3", tmp_path)
     with LiveServer(create_app(build_container(settings))) as live:
         api = new_org(live.url)
+        tool = api.post("/tools", json={"name": "Kept", "baseUrl": "https://k.example.com"}).json()
         other = sqlite3.connect(path, isolation_level=None)  # another process's long write, say
         other.execute("BEGIN IMMEDIATE")
         try:
             busy = api.post("/tools", json={"name": "Waits", "baseUrl": "https://a.example.com"})
+            secret = api.post(
+                f"/tools/{tool['id']}/secrets", json={"credentials": {"api_key": "sk-123456789"}}
+            )
             status = api.get("/status/detailed").json()  # reads need no write lock: still healthy
         finally:
             other.execute("ROLLBACK")
@@ -76,7 +80,8 @@ def test_a_busy_database_is_a_503_to_retry_and_nothing_is_lost(tmp_path: Path) -
         assert busy.status_code == 503 and busy.headers["Retry-After"] == "1"
         assert busy.json()["message"] == "The database is busy; try again in a moment"
         assert status["database"]["status"] == "healthy", status
-        assert api.get("/tools").json() == []
+        assert secret.status_code == 503 and "sk-123456789" not in secret.text  # the secret store too
+        assert [t["name"] for t in api.get("/tools").json()] == ["Kept"]
         again = api.post("/tools", json={"name": "Waits", "baseUrl": "https://a.example.com"})
         assert again.status_code == 201
 
