@@ -18,22 +18,56 @@ from google.protobuf.internal.enum_type_wrapper import EnumTypeWrapper
 
 from application.ports import LIMIT_DEFAULT, LIMIT_MAX, Page
 from domain.errors import FieldError, ValidationFailed
-
-MAX_SAFE_INTEGER = 2**53
+from domain.rules import SAFE_INTEGER_MAX
 
 # --- JSON values -----------------------------------------------------------------------------------
 
 
+class _NotFinite(Exception):
+    """A NaN or an infinity, on its way up to the public entry point, collecting its path."""
+
+    def __init__(self) -> None:
+        self.path: list[str | int] = []
+
+
+def _refused(exc: _NotFinite, field: str) -> ValidationFailed:
+    path = ".".join(str(part) for part in [*([field] if field else []), *reversed(exc.path)])
+    return ValidationFailed([FieldError(path, "Numbers must be finite", "invalid_type")])
+
+
 def from_value(value: struct_pb2.Value, field: str = "") -> Any:
-    """``field`` is where the value sits (``variables.a.0``), to name it in an error."""
+    """``field`` names where the value sits (``variables``), for the error about a NaN or an
+    infinity, which a double carries and JSON (and so REST) cannot: refused by its path."""
+    try:
+        return _value(value)
+    except _NotFinite as exc:
+        raise _refused(exc, field) from None
+
+
+def from_struct(struct: struct_pb2.Struct, field: str = "") -> dict[str, Any]:
+    try:
+        return _struct(struct)
+    except _NotFinite as exc:
+        raise _refused(exc, field) from None
+
+
+def from_list(values: struct_pb2.ListValue, field: str = "") -> list[Any]:
+    try:
+        return _list(values)
+    except _NotFinite as exc:
+        raise _refused(exc, field) from None
+
+
+def _value(value: struct_pb2.Value) -> Any:
     kind = value.WhichOneof("kind")
     if kind is None or kind == "null_value":
         return None
     if kind == "number_value":
         number = value.number_value
-        if not math.isfinite(number):  # a double can carry them; JSON (and so REST) cannot
-            raise ValidationFailed([FieldError(field, "Numbers must be finite", "invalid_type")])
-        if number.is_integer() and abs(number) <= MAX_SAFE_INTEGER:
+        if not math.isfinite(number):
+            raise _NotFinite
+        # integral doubles the domain can hold exactly come back as int; larger ones stay doubles
+        if number.is_integer() and abs(number) <= SAFE_INTEGER_MAX:
             return int(number)
         return number
     if kind == "string_value":
@@ -41,20 +75,30 @@ def from_value(value: struct_pb2.Value, field: str = "") -> Any:
     if kind == "bool_value":
         return value.bool_value
     if kind == "struct_value":
-        return from_struct(value.struct_value, field)
-    return from_list(value.list_value, field)
+        return _struct(value.struct_value)
+    return _list(value.list_value)
 
 
-def _at(field: str, key: str | int) -> str:
-    return f"{field}.{key}" if field else str(key)
+def _struct(struct: struct_pb2.Struct) -> dict[str, Any]:
+    result = {}
+    for key, item in struct.fields.items():
+        try:
+            result[key] = _value(item)
+        except _NotFinite as exc:
+            exc.path.append(key)
+            raise
+    return result
 
 
-def from_struct(struct: struct_pb2.Struct, field: str = "") -> dict[str, Any]:
-    return {key: from_value(item, _at(field, key)) for key, item in struct.fields.items()}
-
-
-def from_list(values: struct_pb2.ListValue, field: str = "") -> list[Any]:
-    return [from_value(item, _at(field, i)) for i, item in enumerate(values.values)]
+def _list(values: struct_pb2.ListValue) -> list[Any]:
+    result = []
+    for i, item in enumerate(values.values):
+        try:
+            result.append(_value(item))
+        except _NotFinite as exc:
+            exc.path.append(i)
+            raise
+    return result
 
 
 def optional_struct(message: Any, field: str) -> dict[str, Any] | None:

@@ -376,3 +376,16 @@ def test_a_flow_is_presented_as_it_is_now_even_when_changed_within_one_milliseco
     assert shown.steps[0]["config"]["ms"] == 5
     resteps = renamed.changed(now=now, steps=[{"id": "a", "type": "delay", "config": {"ms": 9}}])
     assert presenters.flow(resteps).steps[0]["config"]["ms"] == 9 and resteps.version == first.version + 1
+
+
+def test_a_struct_number_is_an_integer_exactly_where_the_domain_takes_integers() -> None:
+    from google.protobuf import struct_pb2
+
+    from domain.rules import SAFE_INTEGER_MAX
+    from entrypoints.grpc.convert import from_struct
+
+    struct = struct_pb2.Struct()
+    struct.update({"safe": float(SAFE_INTEGER_MAX), "beyond": float(SAFE_INTEGER_MAX + 1), "half": 0.5})
+    converted = from_struct(struct, "variables")
+    assert converted == {"safe": SAFE_INTEGER_MAX, "beyond": float(SAFE_INTEGER_MAX + 1), "half": 0.5}
+    assert type(converted["safe"]) is int and type(converted["beyond"]) is float  # no 400 for 2^53
