@@ -125,6 +125,20 @@ DOCUMENT_DEPTH_MAX = 24
 SAFE_INTEGER_MAX = 2**53 - 1
 
 
+def wide_integers_as_doubles(value: Any) -> Any:
+    """The JSON value with integers beyond ±SAFE_INTEGER_MAX as doubles, as JavaScript reads them
+    (a 64-bit id from an upstream, ``Date.now() * 1e6``): what a step returns may be stored."""
+    if isinstance(value, bool):
+        return value
+    if isinstance(value, int):
+        return float(value) if abs(value) > SAFE_INTEGER_MAX else value
+    if isinstance(value, dict):
+        return {k: wide_integers_as_doubles(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [wide_integers_as_doubles(v) for v in value]
+    return value
+
+
 def _document(problems: Problems, field: str, value: Any, depth: int = 0) -> None:
     """Stored JSON must be portable: finite numbers, integers a double holds exactly, no NUL
     characters, bounded nesting."""

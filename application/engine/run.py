@@ -99,10 +99,15 @@ class _Finish:
 def _storable(result: _Finish) -> _Finish:
     """What a step returned must be storable JSON (no NUL characters, finite numbers, bounded
     nesting) on every database; otherwise the step fails for good, instead of its checkpoint
-    failing, and the step being sent again, forever. Logs the code printed that cannot be stored
-    are replaced by a note: they do not fail a step that succeeded."""
+    failing, and the step being sent again, forever. Integers beyond ±(2^53 - 1) are kept as
+    doubles, as JavaScript reads them. Logs the code printed that cannot be stored are replaced by
+    a note: they do not fail a step that succeeded."""
     problems = Problems()
     rules.json_object(problems, "logs", {"logs": result.logs})
+    if problems.errors:
+        result = replace(result, logs=rules.wide_integers_as_doubles(result.logs))
+        problems = Problems()
+        rules.json_object(problems, "logs", {"logs": result.logs})
     if problems.errors:
         first = problems.errors[0]
         note = f"The step's logs were dropped: they cannot be stored ({first.field}: {first.message})"
@@ -115,6 +120,10 @@ def _storable(result: _Finish) -> _Finish:
     if result.error is not None:
         document["error"] = result.error.as_error()
     rules.json_object(problems, "result", document)
+    if problems.errors and result.output is not None:
+        result = replace(result, output=rules.wide_integers_as_doubles(result.output))
+        document["output"], problems = result.output, Problems()
+        rules.json_object(problems, "result", document)
     if not problems.errors:
         return result
     first = problems.errors[0]

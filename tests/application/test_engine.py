@@ -555,6 +555,34 @@ async def test_a_result_that_cannot_be_stored_fails_its_step_for_good(engine: En
     assert len(engine.http.calls("http://api.test/nul")) == 1
 
 
+async def test_integers_a_double_cannot_hold_are_kept_as_doubles_as_javascript_reads_them(
+    engine: Engine,
+) -> None:
+    """A 64-bit id from an upstream, or a big integer a script returns, does not fail its step."""
+    ctx = await engine.tenant()
+    wide = 1234567890123456789
+    engine.http.route("http://api.test/wide", lambda r, n: (200, {"id": wide, "small": 7}))
+    engine.sandbox.define("wide", lambda c: (c["log"]({"t": -wide}), [wide, True])[1])
+    flow = await engine.flows.create(
+        ctx,
+        name="Wide",
+        steps=[
+            {"id": "call", "type": "http_request", "config": {"url": "http://api.test/wide"}},
+            transform("code", "wide"),
+        ],
+    )
+    started = await engine.executions.start(ctx, flow.id, {})
+    e = (await engine.finished(ctx, flow.id, started.execution.id)).execution
+    assert e.status == "completed", e.error
+    # read back, the double may print as an integer (PostgreSQL's jsonb does): the same number
+    call, code = e.outputs["call"]["data"], e.outputs["code"]
+    assert float(call["id"]) == float(wide) and call["small"] == 7 and type(call["small"]) is int
+    assert float(code[0]) == float(wide) and code[1] is True
+    logs = {log.step_key: log for log in await engine.executions.logs(ctx, flow.id, e.id)}
+    assert logs["code"].status == "completed"
+    assert float(logs["code"].outputs["logs"][0]["message"]["t"]) == -float(wide)
+
+
 async def test_logs_that_cannot_be_stored_do_not_fail_a_step_that_succeeded(engine: Engine) -> None:
     ctx = await engine.tenant()
     engine.sandbox.define("chatty", lambda c: (c["log"]("a\x00b"), 7)[1])

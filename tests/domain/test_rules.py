@@ -294,3 +294,14 @@ def test_the_limit_is_on_the_trimmed_length(max_len: int, value: str) -> None:
 @given(st.dictionaries(no_nul_text, json_values, max_size=5))
 def test_any_json_document_of_finite_values_is_accepted(doc: dict[str, Any]) -> None:
     assert check(rules.json_object, doc) == (doc, [])
+
+
+def test_wide_integers_become_doubles_and_nothing_else_changes() -> None:
+    wide = rules.SAFE_INTEGER_MAX + 1
+    value = {"a": [wide, -wide, rules.SAFE_INTEGER_MAX, True, 1.5, "9" * 20], "b": {"c": None}}
+    converted = rules.wide_integers_as_doubles(value)
+    assert converted == {
+        "a": [float(wide), -float(wide), rules.SAFE_INTEGER_MAX, True, 1.5, "9" * 20],
+        "b": {"c": None},
+    }
+    assert [type(v) for v in converted["a"][:4]] == [float, float, int, bool]
