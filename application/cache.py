@@ -108,4 +108,6 @@ class LocalCopies:
             self.entities.drop(change)
 
     def set_live(self, live: bool) -> None:
+        """The feed went down or came back: notices may have been missed meanwhile."""
+        self.keys.clear()
         self.entities.set_live(live)

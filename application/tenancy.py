@@ -149,11 +149,11 @@ class Authenticator:
         key_hash = hash_api_key(token)
         owner = self.cache.get(key_hash, user_id)
         if owner is None:
-            token = self.cache.token()
+            generation = self.cache.token()
             async with self._uow(read_only=True) as uow:
                 owner = await uow.api_keys.resolve(key_hash, user_id)
             if owner is not None and not owner.revoked:
-                self.cache.put(key_hash, user_id, owner, token)
+                self.cache.put(key_hash, user_id, owner, generation)
         if owner is None or owner.revoked:
             raise Unauthenticated("Invalid or revoked API key")
         if org_header is not None and org_header.strip() and org_header.strip() != owner.org_id:

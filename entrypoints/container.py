@@ -116,14 +116,16 @@ def _change_feed(settings: Settings) -> ChangeFeed | None:
     PostgreSQL only (LISTEN/NOTIFY), on a session of its own: with ``DATABASE_URL``'s role, unless
     that goes through a transaction-mode pooler (``pgbouncer=true``), where LISTEN does not work:
     then ``DIRECT_URL`` (the migrations' connection) when it is set. None (nothing is cached) when
-    neither can listen, on SQLite, and with the cache sized 0."""
+    neither can listen, on SQLite, and when nothing is kept (read cache sized 0, API keys not
+    remembered): the feed also makes other processes forget revoked keys at once."""
     from adapters.persistence.changes import PostgresChangeFeed
     from adapters.persistence.engine import behind_pgbouncer, normalize_url
 
     url = settings.database
     if behind_pgbouncer(url):
         url = settings.migration_database
-    if settings.read_cache_entries == 0 or normalize_url(url).get_backend_name() != "postgresql":
+    nothing_kept = settings.read_cache_entries == 0 and settings.auth_cache_seconds <= 0
+    if nothing_kept or normalize_url(url).get_backend_name() != "postgresql":
         return None
     return None if behind_pgbouncer(url) else PostgresChangeFeed(url)
 

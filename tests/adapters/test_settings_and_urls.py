@@ -134,7 +134,15 @@ def test_the_engine_and_the_sandbox_are_chosen_from_settings(tmp_path: Path) -> 
             {"DATABASE_URL": "postgresql://u@pool/t?pgbouncer=true", "DIRECT_URL": "postgresql://u@db/t"},
             "postgresql://u@db/t",
         ),
-        ({"DATABASE_URL": "postgresql://u@db/t", "TOLSTOY_READ_CACHE_ENTRIES": "0"}, None),
+        ({"DATABASE_URL": "postgresql://u@db/t", "TOLSTOY_READ_CACHE_ENTRIES": "0"}, "postgresql://u@db/t"),
+        (
+            {
+                "DATABASE_URL": "postgresql://u@db/t",
+                "TOLSTOY_READ_CACHE_ENTRIES": "0",
+                "TOLSTOY_AUTH_CACHE_SECONDS": "0",
+            },
+            None,
+        ),
         # the serving role listens; the migrations' (often more privileged) only behind a pooler
         (
             {"DATABASE_URL": "postgresql://app@db/t", "DIRECT_URL": "postgresql://owner@db/t"},

@@ -97,6 +97,16 @@ def test_access_changes_clear_resolved_api_keys() -> None:
     assert keys.get("hash", None) is not None
 
 
+def test_resolved_api_keys_are_forgotten_when_the_feed_goes_down_or_comes_back() -> None:
+    """A revocation announced while this process was not listening is never heard."""
+    keys = KeyOwnerCache(60)
+    copies = LocalCopies(live_cache(), keys)
+    for live in (False, True):
+        keys.put("hash", None, object(), keys.token())  # type: ignore[arg-type]
+        copies.set_live(live)
+        assert keys.get("hash", None) is None
+
+
 @pytest.fixture
 def cached_flows(uow: MemoryUnitOfWorkFactory):
     cache = live_cache()
