@@ -215,7 +215,7 @@ def _unfinished(t: Table) -> Any:
 def _execution_statements() -> dict[str, Any]:
     """The engine's per-execution statements, built once (named ``bindparam()``s): an advance runs
     several, and building them per call cost more than sending them."""
-    t, o = tables.executions, tables.organizations
+    t = tables.executions
     owner, now, until = bindparam("b_owner"), bindparam("b_now"), bindparam("b_until")
     by_id = t.c.id == bindparam("b_id")
     mine = t.c.lease_owner == owner
@@ -230,9 +230,6 @@ def _execution_statements() -> dict[str, Any]:
             "fence": select(t.c.id).where(by_id, mine).with_for_update(),
             "renew": update(t).where(by_id, mine).values(lease_until=until),
             "release": update(t).where(by_id, mine).values(lease_owner=None, lease_until=None),
-            # SQLite: a no-op UPDATE takes the database's write lock (already held since BEGIN
-            # IMMEDIATE). PostgreSQL admits in one statement instead (``_admission_statement``).
-            "lock_org": update(o).where(o.c.id == bindparam("b_org_id")).values(updated_at=o.c.updated_at),
             "slots": select(
                 func.count().filter(t.c.flow_id == bindparam("b_flow_id")).label("flow"),
                 func.count().label("org"),
@@ -365,8 +362,8 @@ class SqlExecutionRepository(SqlTenantRepository[E]):
             if row is None or not (row["started"] or row["waiting"]):
                 raise LeaseLost(started.id, owner)  # type: ignore[attr-defined]
             return bool(row["started"])
-        # SQLite: in the unit of work's transaction, which holds the database's writer lock.
-        await self._db.run(_executions("lock_org"), {"b_org_id": started.org_id})  # type: ignore[attr-defined]
+        # SQLite: in the unit of work's transaction, which holds the database's one write lock
+        # since its BEGIN IMMEDIATE: admissions are serialised by it.
         await self.fence(started.id, owner)  # type: ignore[attr-defined]
         row = await self._db.first(
             _executions("slots"),
