@@ -671,8 +671,12 @@ async def test_a_worker_that_lost_its_lease_writes_nothing_more(
         assert await uow.executions.claim(e.id, "intruder", now + timedelta(minutes=5), now) is not None
         await uow.commit()
     events_before = await engine.events(ctx, e.id)
+    assert e.id in engine.advance._active
     release.set()
-    await asyncio.sleep(0.5)
+    deadline = time.monotonic() + 10
+    while e.id in engine.advance._active:  # the stalled run reaches its checkpoint, and stops
+        assert time.monotonic() < deadline, "the stalled run never ended"
+        await asyncio.sleep(0.02)
     view = await engine.executions.get(ctx, flow.id, e.id)
     assert view.execution.status == "running" and view.execution.lease_owner == "intruder"
     assert [(s.step_id, s.status) for s in view.steps] == [("quick", "completed")]
