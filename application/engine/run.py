@@ -502,13 +502,12 @@ class ExecutionRun:
         if step.type != "delay":
             self.e._metrics.step_executed(org, flow, step.id, result.seconds)
         self.states[step.id] = state
-        start = self.unwritten.pop(step.id, None)  # started and finished in one checkpoint
-        if start is not None:
-            await uow.outbox.add(start.event)
-            await (uow.execution_steps.add(state) if start.new_state else uow.execution_steps.update(state))
+        start = self.unwritten.get(step.id)
+        if start is not None:  # started and finished in one checkpoint: its rows are written once
             self.logs.pop(start.log.id, None)
             finished_log = start.log.changed(now=now, status=status, outputs=log_outputs, error=log_error)
-            await uow.execution_logs.add(finished_log)
+            self.unwritten[step.id] = replace(start, log=finished_log)
+            await self._write_start(uow, step.id)
         else:
             await uow.execution_steps.update(state)
             if state.log_id:
