@@ -79,10 +79,8 @@ class ReadCache:
 
     def drop(self, change: Change) -> None:
         self._generation += 1
-        if change.kind == ORGANIZATION:
+        if change.kind == ORGANIZATION or change.entity_id is None:
             doomed = [key for key in self._entries if key[1] == change.org_id]
-        elif change.entity_id is None:
-            doomed = [key for key in self._entries if key[0] == change.kind and key[1] == change.org_id]
         else:
             doomed = [(change.kind, change.org_id, change.entity_id)]
         for key in doomed:

@@ -200,7 +200,7 @@ class Change:
     """A committed change that copies kept in memory must drop. ``kind`` is a resource kind
     (``flow``, ``tool``, ``action``...), ``organization`` (the organization and all it owned are
     gone) or ``access`` (what its API keys may do changed: a key revoked, a user deleted);
-    ``entity_id`` None means every object of that kind in ``org_id``."""
+    without ``entity_id``, every copy kept for ``org_id`` is dropped."""
 
     kind: str
     org_id: str

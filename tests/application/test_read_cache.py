@@ -61,10 +61,12 @@ def test_what_a_change_drops() -> None:
         cache.put(kind, org, entity, entity, cache.token())
     cache.drop(Change("flow", "o1", "f1"))
     assert cache.get("flow", "o1", "f1") is None and cache.get("flow", "o1", "f2") == "f2"
-    cache.drop(Change("flow", "o1"))  # every flow of o1
-    assert cache.get("flow", "o1", "f2") is None and cache.get("tool", "o1", "t1") == "t1"
     cache.drop(Change(ORGANIZATION, "o1"))
-    assert cache.get("tool", "o1", "t1") is None and cache.get("flow", "o2", "f1") == "f1"
+    assert cache.get("tool", "o1", "t1") is None and cache.get("flow", "o1", "f2") is None
+    assert cache.get("flow", "o2", "f1") == "f1"
+    cache.put("tool", "o2", "t1", "t1", cache.token())
+    cache.drop(Change("flow", "o2"))  # no id: everything kept for the organization
+    assert cache.get("flow", "o2", "f1") is None and cache.get("tool", "o2", "t1") is None
 
 
 def test_copies_expire_and_the_least_recently_used_go_first() -> None:
