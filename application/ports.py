@@ -7,7 +7,7 @@ from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass
 from datetime import datetime
 from types import TracebackType
-from typing import Any, Protocol, Self, TypeVar
+from typing import Any, Generic, Protocol, Self, TypeVar
 
 from domain.audit import AuditEvent
 from domain.credentials import ToolCredentials
@@ -32,6 +32,26 @@ class Page:
 
 class Clock(Protocol):
     def now(self) -> datetime: ...
+
+
+class Later(Generic[T]):
+    """The answer to a read made with a unit of work's commit: a batched unit of work sends it in
+    its one statement, with the writes (no round trip of its own). ``value`` is there once the
+    unit of work has committed."""
+
+    __slots__ = ("_known", "_value")
+
+    def __init__(self) -> None:
+        self._known = False
+
+    def set(self, value: T) -> None:
+        self._value, self._known = value, True
+
+    @property
+    def value(self) -> T:
+        if not self._known:
+            raise RuntimeError("a read made at commit was looked at before its unit of work committed")
+        return self._value
 
 
 class TenantRepository(Protocol[T]):
@@ -164,8 +184,10 @@ class ExecutionRepository(TenantRepository[Execution], Protocol):
         (created before ``stale_before``, when given)."""
         ...
 
-    async def waiting_for_slot(self, org_id: str, limit: int) -> list[str]:
-        """Queued executions of the organization that were refused a slot, oldest first."""
+    async def waiting_for_slot(self, org_id: str, limit: int) -> Later[list[str]]:
+        """Queued executions of the organization that were refused a slot, oldest first: read with
+        the commit (batched: in the same statement as the writes, which it does not see; otherwise
+        at once, in the transaction)."""
         ...
 
     async def status_counts(self, org_id: str, flow_id: str) -> dict[str, int]: ...

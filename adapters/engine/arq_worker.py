@@ -35,9 +35,8 @@ async def advance(ctx: dict[str, Any], org_id: str, execution_id: str) -> None:
     result = await rt.advance(org_id, execution_id)
     if result.wake_at is not None:
         await rt.scheduler.schedule(org_id, execution_id, result.wake_at)
-    if result.finished:  # a slot freed up: call in executions of the org waiting for one
-        for waiting in await rt.advance.waiting_for_slot(org_id):
-            await rt.scheduler.schedule(org_id, waiting)
+    for waiting in result.admit:  # a slot freed up: call in executions of the org waiting for one
+        await rt.scheduler.schedule(org_id, waiting)
 
 
 async def sweep(ctx: dict[str, Any]) -> None:

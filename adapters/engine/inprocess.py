@@ -8,7 +8,6 @@ anything missed (an execution whose worker died, a queued one whose slot freed e
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 from datetime import datetime
 
@@ -121,11 +120,5 @@ class InProcessScheduler:
             self._spawn(org_id, execution_id)
         elif result.wake_at is not None:
             self._at(org_id, execution_id, result.wake_at)
-        if result.finished:
-            await self._admit(org_id)
-
-    async def _admit(self, org_id: str) -> None:
-        """A slot freed up: call in the executions of the organization that are waiting for one."""
-        with contextlib.suppress(Exception):
-            for execution_id in await self._advance.waiting_for_slot(org_id):
-                self._spawn(org_id, execution_id)
+        for waiting in result.admit:  # a slot freed up: call in executions of the org waiting for one
+            self._spawn(org_id, waiting)

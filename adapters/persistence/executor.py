@@ -72,7 +72,7 @@ def _is_json(type_: Any) -> bool:
     return isinstance(type_.dialect_impl(_DIALECT), JSON)
 
 
-class _Compiled:
+class Compiled:
     """One statement shape compiled for asyncpg: SQL text, parameter order, value converters."""
 
     __slots__ = ("bind", "compiled", "fixed", "names", "order", "results", "sql")
@@ -135,11 +135,11 @@ class _Compiled:
         return row
 
 
-_SHAPES: dict[Any, _Compiled] = {}
+_SHAPES: dict[Any, Compiled] = {}
 _SHAPES_MAX = 2048
 
 
-_PREBUILT: dict[int, tuple[Executable, _Compiled]] = {}
+_PREBUILT: dict[int, tuple[Executable, Compiled]] = {}
 
 
 def prebuilt(statement: Executable) -> Executable:
@@ -147,24 +147,24 @@ def prebuilt(statement: Executable) -> Executable:
     named ``bindparam()``s (and literals, which keep their value): it is compiled now, and calls
     skip cache-key generation."""
     key = statement._generate_cache_key()
-    _PREBUILT[id(statement)] = (statement, _Compiled(statement, key))
+    _PREBUILT[id(statement)] = (statement, Compiled(statement, key))
     return statement
 
 
-def prepare(statement: Executable, params: Mapping[str, Any] | None) -> tuple[_Compiled, list[Any]]:
+def prepare(statement: Executable, params: Mapping[str, Any] | None) -> tuple[Compiled, list[Any]]:
     known = _PREBUILT.get(id(statement))
     if known is not None and known[0] is statement and params is not None:
         compiled = known[1]
         return compiled, compiled.named(params)
     key = statement._generate_cache_key()
     if key is None:  # not cacheable: compile this one alone
-        compiled = _Compiled(statement, None)
+        compiled = Compiled(statement, None)
     else:
         compiled = _SHAPES.get(key.key)
         if compiled is None:
             if len(_SHAPES) >= _SHAPES_MAX:
                 _SHAPES.clear()
-            compiled = _SHAPES[key.key] = _Compiled(statement, key)
+            compiled = _SHAPES[key.key] = Compiled(statement, key)
     return compiled, compiled.arguments(statement, params, key)
 
 

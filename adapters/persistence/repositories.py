@@ -13,7 +13,7 @@ from sqlalchemy.sql import Executable
 from adapters.persistence import tables
 from adapters.persistence.executor import Executor, prebuilt
 from adapters.persistence.integrity import translate
-from application.ports import KeyOwner, LeaseLost, Page
+from application.ports import KeyOwner, Later, LeaseLost, Page
 from domain.organization import Organization
 
 E = TypeVar("E")
@@ -399,11 +399,15 @@ class SqlExecutionRepository(SqlTenantRepository[E]):
         )
         return [(r["org_id"], r["id"], r["wake_at"]) for r in await self._db.all(query)]
 
-    async def waiting_for_slot(self, org_id: str, limit: int) -> list[str]:
-        return [
-            r["id"]
-            for r in await self._db.all(_executions("waiting"), {"b_org_id": org_id, "b_limit": limit})
-        ]
+    async def waiting_for_slot(self, org_id: str, limit: int) -> Later[list[str]]:
+        later: Later[list[str]] = Later()
+        statement, params = _executions("waiting"), {"b_org_id": org_id, "b_limit": limit}
+        at_commit = getattr(self._db, "at_commit", None)
+        if at_commit is not None:  # batched: answered by the commit's one statement
+            at_commit(statement, params, lambda rows: later.set([r["id"] for r in rows]))
+        else:
+            later.set([r["id"] for r in await self._db.all(statement, params)])
+        return later
 
     async def status_counts(self, org_id: str, flow_id: str) -> dict[str, int]:
         t = self._table

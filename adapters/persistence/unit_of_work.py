@@ -9,6 +9,7 @@ from types import TracebackType
 from typing import Any, Self
 
 import asyncpg
+import orjson
 from sqlalchemy import text
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
@@ -16,7 +17,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 from adapters.persistence import tables as t
 from adapters.persistence.changes import SqlChangeNotices
 from adapters.persistence.engine import ReadPool
-from adapters.persistence.executor import AlchemyExecutor, AsyncpgExecutor, Executor, prepare
+from adapters.persistence.executor import AlchemyExecutor, AsyncpgExecutor, Compiled, Executor, prepare
 from adapters.persistence.integrity import translate
 from adapters.persistence.repositories import (
     SqlApiKeyRepository,
@@ -230,6 +231,18 @@ class _Batch:
         self._reads = AsyncpgExecutor(conn)
         self.writes: list[tuple[str, list[Any]]] = []
         self.fence: tuple[str, str] | None = None  # (execution id, lease owner): see ``statement``
+        # Reads answered by the commit: (statement, its arguments, who receives the rows).
+        self.at_commits: list[tuple[Compiled, list[Any], Callable[[list[dict[str, Any]]], None]]] = []
+
+    def at_commit(self, statement: Any, params: Any, receive: Callable[[list[dict[str, Any]]], None]) -> None:
+        """A read sent with the writes at commit (in the same statement, so it sees the database
+        as it was before them); ``receive`` gets its rows once committed. Its columns come back
+        as JSON values (text, numbers, booleans, null): for identifiers and counts."""
+        compiled, args = prepare(statement, params)
+        self.at_commits.append((compiled, args, receive))
+
+    def clear(self) -> None:
+        self.writes, self.fence, self.at_commits = [], None, []
 
     async def all(self, statement: Any, params: Any = None) -> Any:
         return await self._reads.all(statement, params)
@@ -252,18 +265,26 @@ class _Batch:
         owner's, and divides by the number of rows locked: with none, division by zero aborts the
         whole statement, its writes included (``commit`` raises ``LeaseLost``). The referenced
         fence runs before the unreferenced writes (which PostgreSQL completes afterwards)."""
-        if len(self.writes) == 1 and self.fence is None:
+        if len(self.writes) == 1 and self.fence is None and not self.at_commits:
             return self.writes[0]
-        parts, args = [], []
+        parts: list[str] = []
+        args: list[Any] = []
+
+        def numbered(sql: str, values: list[Any]) -> str:  # its $n placed after the arguments so far
+            offset = len(args)
+            args.extend(values)
+            return _PLACEHOLDER.sub(lambda m: f"${int(m[1]) + offset}", sql)
+
         if self.fence is not None:
             args.extend(self.fence)
             parts.append("fence AS (SELECT id FROM executions WHERE id = $1 AND lease_owner = $2 FOR UPDATE)")
         for i, (sql, values) in enumerate(self.writes):
-            offset = len(args)
-            parts.append(f"w{i} AS ({_PLACEHOLDER.sub(lambda m, o=offset: f'${int(m[1]) + o}', sql)})")
-            args.extend(values)
-        result = "1 / (SELECT count(*) FROM fence)" if self.fence is not None else "1"
-        return "WITH " + ", ".join(parts) + " SELECT " + result, args
+            parts.append(f"w{i} AS ({numbered(sql, values)})")
+        columns = ["1 / (SELECT count(*) FROM fence)" if self.fence is not None else "1"]
+        for i, (compiled, values, _) in enumerate(self.at_commits):
+            read = numbered(compiled.sql, values)  # compiled SQL text: the values are parameters
+            columns.append(f"(SELECT coalesce(json_agg(r{i}), '[]') FROM ({read}) AS r{i})")  # noqa: S608
+        return "WITH " + ", ".join(parts) + " SELECT " + ", ".join(columns), args
 
 
 class AsyncpgBatchUnitOfWork(AsyncpgReadUnitOfWork):
@@ -280,22 +301,33 @@ class AsyncpgBatchUnitOfWork(AsyncpgReadUnitOfWork):
 
     async def commit(self) -> None:
         assert self._raw is not None and self._batch is not None
-        if not self._batch.writes:
+        batch = self._batch
+        reads = batch.at_commits
+        if not batch.writes:  # nothing to write: the reads alone
+            batch.clear()
+            for compiled, args, receive in reads:
+                receive([compiled.mapping(record) for record in await self._raw.fetch(compiled.sql, *args)])
             return
-        sql, args = self._batch.statement()
-        fence, self._batch.writes, self._batch.fence = self._batch.fence, [], None
+        sql, args = batch.statement()
+        fence = batch.fence
+        batch.clear()
         try:
-            await self._raw.execute(sql, *args)
+            if reads:
+                answered = await self._raw.fetchrow(sql, *args)
+            else:
+                await self._raw.execute(sql, *args)
         except asyncpg.IntegrityConstraintViolationError as exc:
             raise translate(IntegrityError(sql, None, exc), "object") from None
         except asyncpg.DivisionByZeroError:
             if fence is None:
                 raise
             raise LeaseLost(*fence) from None
+        for i, (_, _, receive) in enumerate(reads, 1):
+            receive(orjson.loads(answered[i]))
 
     async def rollback(self) -> None:
         if self._batch is not None:
-            self._batch.writes, self._batch.fence = [], None
+            self._batch.clear()
 
 
 class SqlUnitOfWorkFactory:

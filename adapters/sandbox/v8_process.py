@@ -82,6 +82,7 @@ _REQUEST_TIMEOUT_S = 30.0  # start, poll
 _STDERR_LINES = 500  # per child, so a child cannot flood the logs
 _STDERR_LINE_CHARS = 2000
 _STDERR_QUIET_S = 0.05  # the end of a burst of stderr lines
+_HOLD_S = 0.02  # the longest a session's close waits to go with another request
 _ENV_KEPT = ("PATH", "TZ", "LANG", "LANGUAGE", "TMPDIR", "SYSTEMROOT", "HOME")
 _V8_DEFAULTS = {name: p.default for name, p in inspect.signature(V8Sandbox).parameters.items()}
 _PROJECT_ROOT = str(Path(__file__).resolve().parents[2])  # where the child imports adapters from
@@ -117,16 +118,42 @@ class _Child:
         self._ids = itertools.count(1)
         assert proc.stdin is not None
         self._stdin = proc.stdin
+        self._held: list[bytes] = []  # frames without an answer that wait for the next write
+        self._flush_at: asyncio.TimerHandle | None = None
         self.reader = loop.create_task(self._read(), name=f"v8 sandbox {self.pid} stdout")
         self.stderr = loop.create_task(self._read_stderr(), name=f"v8 sandbox {self.pid} stderr")
 
     # --- requests ---------------------------------------------------------------------------------
 
     def notify(self, body: tuple[bytes, int]) -> None:
-        """A request that has no answer (open, close, cancel)."""
+        """A request that has no answer (cancel), written now."""
         if not self.alive:
             raise _Gone
-        self._stdin.write(frame(0, *body))
+        self._write(frame(0, *body))
+
+    def hold(self, body: tuple[bytes, int]) -> None:
+        """A request that has no answer and need not go at once (open, close): it goes with the
+        next write to the child (a session's open with its first run), or within ``_HOLD_S``.
+        One write instead of two: a pipe write is a system call here and a wake-up there."""
+        if not self.alive:
+            raise _Gone
+        self._held.append(frame(0, *body))
+        if self._flush_at is None:
+            self._flush_at = self.loop.call_later(_HOLD_S, self._flush)
+
+    def _flush(self) -> None:
+        self._flush_at = None
+        if self._held and self.alive:
+            with contextlib.suppress(Exception):  # the pipe closing: the child is going away
+                self._write(b"")
+
+    def _write(self, data: bytes) -> None:
+        """Write the held frames, then ``data``: requests reach the child in the order made."""
+        if self._held:
+            self._held.append(data)
+            data = b"".join(self._held)
+            self._held.clear()
+        self._stdin.write(data)
 
     def send(self, body: tuple[bytes, int]) -> tuple[int, asyncio.Future[list[Any]]]:
         """Write a request; its answer resolves the future. Synchronous, so no answer is missed:
@@ -136,7 +163,7 @@ class _Child:
         request_id = next(self._ids)
         future: asyncio.Future[list[Any]] = self.loop.create_future()
         self.pending[request_id] = future
-        self._stdin.write(frame(request_id, *body))
+        self._write(frame(request_id, *body))
         return request_id, future
 
     async def ask(self, message: list[Any], timeout_s: float) -> Any:
@@ -183,6 +210,10 @@ class _Child:
         if not self.alive:
             return
         self.alive = False
+        self._held.clear()
+        if self._flush_at is not None:
+            self._flush_at.cancel()
+            self._flush_at = None
         if not self.closing:
             self.sandbox._crashed()
         pending, self.pending = self.pending, {}
@@ -332,8 +363,9 @@ class ProcessV8Session:
         bound = self._child
         if bound is not None and bound.alive:  # an overlapping run bound the session meanwhile
             return bound
-        # Not waited for: the child handles an "open" before it reads the next request.
-        child.notify(encode(["open", self.session_id, self._scope]))
+        # Not waited for: the child handles an "open" before it reads the next request; it goes
+        # with this run's request, in one write.
+        child.hold(encode(["open", self.session_id, self._scope]))
         child.sessions += 1
         self._child = child
         return child
@@ -386,7 +418,7 @@ class ProcessV8Session:
         if child is not None and child.alive:
             child.sessions -= 1
             with contextlib.suppress(Exception):
-                child.notify(encode(["close", self.session_id]))
+                child.hold(encode(["close", self.session_id]))
 
 
 class ProcessV8Sandbox:

@@ -23,7 +23,7 @@ from typing import Any
 
 from application.engine.run import Advanced, ExecutionRun
 from application.engine.steps import StepRunners
-from application.ports import Clock, LeaseLost, Metrics, Page, Sandbox, UnitOfWork, UnitOfWorkFactory
+from application.ports import Clock, Later, LeaseLost, Metrics, Page, Sandbox, UnitOfWork, UnitOfWorkFactory
 from domain.errors import ValidationFailed
 from domain.events import OutboxEvent
 from domain.execution import (
@@ -77,12 +77,6 @@ class AdvanceExecution:
         self._last_event = datetime.min.replace(tzinfo=UTC)
 
     # --- what schedulers ask (one answer for the in-process and the ARQ scheduler) --------------
-
-    async def waiting_for_slot(self, org_id: str) -> list[str]:
-        """A slot of the organization freed up: the queued executions to call in (a few; the
-        sweep and their own admission retry catch any others)."""
-        async with self._uow(read_only=True) as uow:
-            return await uow.executions.waiting_for_slot(org_id, ADMIT_BATCH)
 
     async def due(
         self, *, owner: str | None = None, fresh: bool = False
@@ -163,9 +157,9 @@ class AdvanceExecution:
                 stop = CANCELLED, {"message": "The execution was cancelled", "code": "CANCELLED"}
             if stop is not None:
                 await uow.executions.fence(execution_id, self.worker_id)
-                await self._conclude(uow, execution, stop[0], now, error=stop[1], outputs={})
+                _, waiting = await self._conclude(uow, execution, stop[0], now, error=stop[1], outputs={})
                 await uow.commit()
-                return Advanced(finished=True)
+                return Advanced(finished=True, admit=tuple(waiting.value))
             assert definition is not None
             fresh = execution.status == QUEUED and not execution.resume
             if execution.status == QUEUED:
@@ -259,7 +253,10 @@ class AdvanceExecution:
         outputs: dict[str, Any],
         error: dict[str, Any] | None = None,
         counts: dict[str, int] | None = None,
-    ) -> Execution:
+    ) -> tuple[Execution, Later[list[str]]]:
+        """Conclude the execution: with the commit, the queued executions of its organization
+        that wait for the slot it frees (a few; the sweep and their own admission retry catch
+        any others), read in the same round trip."""
         done = execution.concluded(now, status, outputs=outputs, error=error)
         await uow.executions.save_and_release(done)
         kind = FINAL_EVENT[status]
@@ -269,4 +266,4 @@ class AdvanceExecution:
         if status == COMPLETED:
             payload["outputs"] = outputs
         await uow.outbox.add(self.event(done, kind, now, **payload))
-        return done
+        return done, await uow.executions.waiting_for_slot(execution.org_id, ADMIT_BATCH)

@@ -162,6 +162,8 @@ class Executions:
         give_up = time.monotonic() + DIRECT_MAX_SECONDS
         while time.monotonic() < give_up:
             advanced = await self._advance(org_id, execution_id, direct=True)
+            for waiting in advanced.admit:  # the slot it held is free: call in who waits for one
+                await self._scheduler.schedule(org_id, waiting)
             if advanced.finished:
                 return
             if advanced.wake_at is not None:

@@ -21,7 +21,7 @@ from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
 from application.engine.steps import StepContext, StepFailed
-from application.ports import LeaseLost, SandboxSession, UnitOfWork
+from application.ports import Later, LeaseLost, SandboxSession, UnitOfWork
 from domain import rules
 from domain.credentials import MASK, is_sensitive
 from domain.events import OutboxEvent
@@ -62,7 +62,8 @@ class Advanced:
     """What one call achieved, for the scheduler: when to call again, or that it is over."""
 
     wake_at: datetime | None = None  # call again then
-    finished: bool = False  # the execution is over: queued executions of the org may start
+    finished: bool = False  # the execution is over
+    admit: tuple[str, ...] = ()  # queued executions of its organization to call in: a slot freed up
 
 
 def masked(value: Any) -> Any:
@@ -160,6 +161,7 @@ class ExecutionRun:
         self.touched: set[str] = set()
         self.logs: dict[str, ExecutionLog] = {}  # log rows this run started, by id
         self.unwritten: dict[str, _Start] = {}  # started attempts not yet in the database
+        self._cancel_waiter: asyncio.Future[Any] | None = None
 
     def _outputs(self) -> dict[str, Any]:
         return execution_outputs(self.definition, self.states)
@@ -180,6 +182,8 @@ class ExecutionRun:
             return Advanced()
         finally:
             keeper.cancel()
+            if self._cancel_waiter is not None:
+                self._cancel_waiter.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await keeper
 
@@ -233,9 +237,9 @@ class ExecutionRun:
                         await self._record(uow, _Finish(step_id, output=self._delay_output(step_id)), now)
                     decision = self._plan(now)
                 if decision.outcome is not None and not self.tasks:
-                    await self._finish(uow, decision.outcome, decision.failed_step, now)
+                    waiting = await self._finish(uow, decision.outcome, decision.failed_step, now)
                     await uow.commit()
-                    return Advanced(finished=True)
+                    return Advanced(finished=True, admit=tuple(waiting.value))
                 ready = [s for s in (*decision.start, *decision.rerun) if s not in self.touched]
                 again = len(ready) < len(decision.start) + len(decision.rerun)  # e.g. a retry due at once
                 started = [await self._begin(uow, s, now, rerun=s in decision.rerun) for s in ready]
@@ -261,7 +265,9 @@ class ExecutionRun:
             finished = await self._wait(now if again else decision.next_at)
 
     async def _wait(self, next_at: datetime | None) -> list[_Finish]:
-        cancel = asyncio.create_task(self.cancel.wait())
+        cancel = self._cancel_waiter
+        if cancel is None:  # one for the whole run: it outlives the waits that see no cancel
+            cancel = self._cancel_waiter = asyncio.ensure_future(self.cancel.wait())
         timeout = None
         deadline = self.execution.deadline_at
         first_unwritten = min((v.at for v in self.unwritten.values()), default=None)
@@ -270,12 +276,9 @@ class ExecutionRun:
             if moment is not None:
                 seconds = max(0.0, (moment - self.e._clock.now()).total_seconds())
                 timeout = seconds if timeout is None else min(timeout, seconds)
-        try:
-            done, _ = await asyncio.wait(
-                [*self.tasks.values(), cancel], timeout=timeout, return_when=asyncio.FIRST_COMPLETED
-            )
-        finally:
-            cancel.cancel()
+        done, _ = await asyncio.wait(
+            [*self.tasks.values(), cancel], timeout=timeout, return_when=asyncio.FIRST_COMPLETED
+        )
         results = []
         for step_id, task in list(self.tasks.items()):
             if task in done:
@@ -320,11 +323,11 @@ class ExecutionRun:
                     )
             status = CANCELLED if reason == CANCELLED else FAILED
             error = {"message": message, "code": code}
-            await self.e._conclude(
+            _, waiting = await self.e._conclude(
                 uow, self.execution, status, now, outputs=self._outputs(), error=error, counts=self._counts()
             )
             await uow.commit()
-        return Advanced(finished=True)
+        return Advanced(finished=True, admit=tuple(waiting.value))
 
     def _counts(self) -> dict[str, int]:
         statuses = [s.status for s in self.states.values()]
@@ -335,7 +338,9 @@ class ExecutionRun:
             "skippedSteps": statuses.count(SKIPPED),
         }
 
-    async def _finish(self, uow: UnitOfWork, outcome: str, failed_step: str | None, now: datetime) -> None:
+    async def _finish(
+        self, uow: UnitOfWork, outcome: str, failed_step: str | None, now: datetime
+    ) -> Later[list[str]]:
         error = None
         if outcome == FAILED:
             state = self.states.get(failed_step) if failed_step else None
@@ -347,9 +352,10 @@ class ExecutionRun:
                 "code": "STEP_FAILED",
                 "stepId": failed_step,
             }
-        self.execution = await self.e._conclude(
+        self.execution, waiting = await self.e._conclude(
             uow, self.execution, outcome, now, outputs=self._outputs(), error=error, counts=self._counts()
         )
+        return waiting
 
     # --- one step ---------------------------------------------------------------------------------
 

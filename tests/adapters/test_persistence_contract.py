@@ -528,6 +528,45 @@ async def test_an_admission_starts_the_execution_only_while_there_is_room(uow_fa
         assert [e.payload["executionId"] for e in events] == [first.id]  # the refused add no event
 
 
+@pytest.mark.parametrize("batched", [False, True], ids=["transaction", "batched"])
+async def test_executions_waiting_for_a_slot_are_read_with_the_commit(uow_factory, batched) -> None:
+    """The executions refused a slot, oldest first and a few at a time, read with the commit of the
+    unit of work that concludes one (batched: in its one statement, beside its writes)."""
+    org, other = await _new_org(uow_factory), await _new_org(uow_factory)
+    flow, other_flow = _flow(org.id), _flow(other.id)
+    running = _queued(org.id, flow.id, "w1")
+    base = running.created_at
+    refused = [  # created one after the other: the oldest are called in first
+        dataclasses.replace(_queued(org.id, flow.id, f"w{n}"), created_at=base + timedelta(milliseconds=n))
+        for n in (2, 3, 4)
+    ]
+    elsewhere = _queued(other.id, other_flow.id, "w5")
+    await _store_queued(uow_factory, (flow, other_flow), (running, *refused, elsewhere))
+    async with uow_factory() as uow:
+        assert await uow.executions.admit(*_admission(running, "w1"), flow_limit=1, org_limit=5) is True
+        for execution in refused:  # the flow is full
+            owner = execution.lease_owner
+            assert (
+                await uow.executions.admit(*_admission(execution, owner), flow_limit=1, org_limit=5) is False
+            )
+        assert await uow.executions.admit(*_admission(elsewhere, "w5"), flow_limit=1, org_limit=5) is True
+        await uow.commit()
+    async with uow_factory(batched=batched) as uow:
+        await uow.executions.fence(running.id, "w1")
+        done = dataclasses.replace(running, status="completed", lease_owner=None, lease_until=None)
+        await uow.executions.save_and_release(done)
+        waiting = await uow.executions.waiting_for_slot(org.id, 2)
+        if batched and getattr(uow_factory, "write_pool", None) is not None:  # PostgreSQL: at commit
+            with pytest.raises(RuntimeError):
+                waiting.value  # noqa: B018
+        await uow.commit()
+    assert waiting.value == [e.id for e in refused[:2]]
+    async with uow_factory(batched=batched) as uow:  # a read alone, without writes
+        waiting = await uow.executions.waiting_for_slot(other.id, 5)
+        await uow.commit()
+    assert waiting.value == []  # the other organization's one was admitted
+
+
 @pytest.mark.sql_only
 async def test_admissions_of_one_organization_are_serialised(uow_factory) -> None:
     """An admission holds the organization's admission lock until its transaction ends: a second

@@ -83,6 +83,36 @@ async def test_the_child_starts_on_first_run_and_aclose_leaves_none_behind(monke
     assert r.error["code"] == "SANDBOX_UNAVAILABLE" and sandbox.pids == []
 
 
+async def test_a_session_opens_with_its_first_run_and_closes_with_the_next_request() -> None:
+    """One pipe write per run: a session's open goes in the same write as its first run, and its
+    close waits for the next request (or a few milliseconds) instead of a write of its own."""
+    sandbox = ProcessV8Sandbox(memory_mb=16)
+    try:
+        async with sandbox.session("org-a") as s:
+            assert (await s.run(js("return 1"))).output == 1
+        child = sandbox._slots[0].child
+        assert child is not None
+        writes: list[bytes] = []
+        real_write = child._stdin.write
+        child._stdin.write = lambda data: (writes.append(data), real_write(data))[1]  # type: ignore[method-assign]
+        await asyncio.sleep(0.1)  # the first session's close has gone by now
+        assert len(writes) == 1 and b'"close"' in writes[0]
+        writes.clear()
+        async with sandbox.session("org-a") as s:
+            assert (await s.run(js("return 2"))).output == 2
+            assert len(writes) == 1 and b'"open"' in writes[0] and b'"run"' in writes[0]
+            assert (await s.run(js("return 3"))).output == 3
+        assert len(writes) == 2  # the close is held back
+        async with sandbox.session("org-a") as s:
+            assert (await s.run(js("return 4"))).output == 4
+        assert len(writes) == 3 and [b'"close"' in writes[2], b'"open"' in writes[2]] == [True, True]
+        await eventually(lambda: len(writes) == 4)  # the last close goes on its own, soon
+        assert b'"close"' in writes[3] and b'"run"' not in writes[3]
+        assert child.alive and sandbox.pids == [child.pid]
+    finally:
+        await sandbox.aclose()
+
+
 async def test_outputs_logs_and_errors_are_those_of_the_v8_sandbox(sandbox: ProcessV8Sandbox) -> None:
     async with sandbox.session() as s:
         r = await s.run(js("return input.variables.name.toUpperCase()"))

@@ -16,7 +16,7 @@ from copy import deepcopy
 from types import TracebackType
 from typing import Any, Self
 
-from application.ports import Change, KeyOwner, LeaseLost, Page
+from application.ports import Change, KeyOwner, Later, LeaseLost, Page
 from domain.errors import Conflict, FieldError, InvalidReference
 
 Tables = dict[str, dict[str, Any]]  # table -> id -> entity
@@ -354,14 +354,16 @@ class MemoryExecutionRepository(MemoryTenantRepository):
         rows.sort(key=lambda r: (r.created_at, r.id))
         return [(r.org_id, r.id, r.wake_at) for r in rows[:limit]]
 
-    async def waiting_for_slot(self, org_id: str, limit: int) -> list[str]:
+    async def waiting_for_slot(self, org_id: str, limit: int) -> Later[list[str]]:
         rows = [
             r
             for r in self._rows().values()
             if r.org_id == org_id and r.status == "queued" and r.wake_at is not None
         ]
         rows.sort(key=lambda r: (r.created_at, r.id))
-        return [r.id for r in rows[:limit]]
+        later: Later[list[str]] = Later()
+        later.set([r.id for r in rows[:limit]])
+        return later
 
     async def save_and_release(self, entity: Any) -> None:
         self._uow._write(_keep_cancel, self._table, deepcopy(entity))
