@@ -414,6 +414,29 @@ async def test_flow_concurrency_queues_excess_executions_instead_of_failing_them
     assert metrics.success_rate == 100.0
 
 
+async def test_a_direct_run_calls_in_the_execution_waiting_for_its_slot(engine: Engine) -> None:
+    """A run inside the request (``useDurable: false``) holds a slot like any other; when it ends,
+    the execution refused that slot starts at once, not at its admission retry (30 s later)."""
+    ctx = await engine.tenant()
+    flow = await engine.flows.create(
+        ctx,
+        name="One at a time",
+        steps=[{"id": "wait", "type": "delay", "config": {"ms": 300}}],
+        settings={"execution": {"concurrency": 1}},
+    )
+    direct = asyncio.create_task(engine.executions.start(ctx, flow.id, {}, durable=False))
+    for _ in range(100):  # until the direct run holds the slot
+        if await engine.executions.list(ctx, flow.id, "running", Page()):
+            break
+        await asyncio.sleep(0.01)
+    queued = (await engine.executions.start(ctx, flow.id, {})).execution
+    await asyncio.sleep(0.1)
+    assert (await engine.executions.get(ctx, flow.id, queued.id)).execution.status == "queued"
+    assert (await direct).execution.status == "completed"
+    done = (await engine.finished(ctx, flow.id, queued.id, seconds=5)).execution
+    assert done.status == "completed"
+
+
 async def test_bad_variables_and_broken_definitions_are_refused(engine: Engine) -> None:
     ctx = await engine.tenant()
     flow = await engine.flows.create(
