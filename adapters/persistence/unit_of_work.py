@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import re
 import time
 from collections.abc import Callable
@@ -221,6 +222,13 @@ class AsyncpgUnitOfWork(SqlUnitOfWork):
 _PLACEHOLDER = re.compile(r"\$(\d+)")
 
 
+@functools.lru_cache(maxsize=1024)
+def _renumbered(sql: str, offset: int) -> str:
+    """``sql`` with its ``$n`` placeholders moved up by ``offset``. Kept: the engine's checkpoints
+    are made of a handful of statements at a handful of offsets, and this is ~7 µs a statement."""
+    return _PLACEHOLDER.sub(lambda m: f"${int(m[1]) + offset}", sql)
+
+
 class _Batch:
     """Write statements held back until commit; reads go straight to the connection."""
 
@@ -273,7 +281,7 @@ class _Batch:
         def numbered(sql: str, values: list[Any]) -> str:  # its $n placed after the arguments so far
             offset = len(args)
             args.extend(values)
-            return _PLACEHOLDER.sub(lambda m: f"${int(m[1]) + offset}", sql)
+            return _renumbered(sql, offset)
 
         if self.fence is not None:
             args.extend(self.fence)
