@@ -27,6 +27,9 @@ def new_id(prefix: str) -> str:
     return f"{prefix}_{_encode((millis << 80) | randomness, 26)}"
 
 
+EXECUTION_ID_PATTERN = "exec_[0-9]+_[0-9a-z]{8}"  # what ``execution_id`` makes
+
+
 def execution_id(now_seconds: float) -> str:
     """The seed's execution id format: ``exec_{unixTimestamp}_{random}``."""
     return f"exec_{int(now_seconds)}_{_encode(int.from_bytes(os.urandom(5), 'big'), 8)}"

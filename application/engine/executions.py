@@ -202,17 +202,19 @@ class Executions:
         steps.sort(key=lambda s: (order.get(s.step_id, len(order)), s.step_id))
         return ExecutionView(execution, tuple(steps), emails.get(execution.user_id or ""))
 
-    async def _load(self, uow: Any, ctx: TenantContext, flow_id: str, exec_id: str) -> Execution:
+    async def _load(self, uow: Any, ctx: TenantContext, flow_id: str | None, exec_id: str) -> Execution:
+        """The execution, of the flow ``flow_id`` (None: whichever flow it belongs to)."""
         execution = await uow.executions.get(ctx.org_id, exec_id)
-        if execution is None or execution.flow_id != flow_id:
+        if execution is None or flow_id not in (None, execution.flow_id):
             raise NotFound("Execution", exec_id)
         return execution
 
-    async def logs(self, ctx: TenantContext, flow_id: str, exec_id: str) -> list[ExecutionLog]:
+    async def logs(self, ctx: TenantContext, flow_id: str | None, exec_id: str) -> list[ExecutionLog]:
+        """The execution's step logs in order (``flow_id`` None: the execution named alone)."""
         async with self._uow(read_only=True) as uow:
-            await self._load(uow, ctx, flow_id, exec_id)
+            execution = await self._load(uow, ctx, flow_id, exec_id)
             found = await uow.execution_logs.list(
-                ctx.org_id, Page(limit=LOGS_MAX), {"flow_id": flow_id, "execution_id": exec_id}
+                ctx.org_id, Page(limit=LOGS_MAX), {"flow_id": execution.flow_id, "execution_id": exec_id}
             )
         return sorted(found, key=lambda log: (log.created_at, log.id))
 

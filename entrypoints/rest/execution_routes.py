@@ -4,8 +4,10 @@ from typing import Annotated, Any
 
 from fastapi import APIRouter, Query, Request
 from pydantic import BaseModel, Field
+from starlette.convertors import StringConvertor, register_url_convertor
 
 from application.engine.executions import parse_period
+from domain.ids import EXECUTION_ID_PATTERN
 from entrypoints.rest import presenters as p
 from entrypoints.rest.deps import Paging, Tenant, tenant
 from entrypoints.rest.resource_router import ERRORS
@@ -105,6 +107,23 @@ async def execution_logs(request: Request, flow_id: str, execution_id: str) -> J
 logs.get("/{flow_id}/execution/{execution_id}", summary="The step logs of one execution of a flow")(
     execution_logs
 )
+
+
+class _ExecutionId(StringConvertor):
+    """A path segment that is an execution id (``exec_{unixTimestamp}_{random}``): the seed's
+    ``GET /execution-logs/{executionId}`` shares its path with ``GET /execution-logs/{id}`` (one log
+    row), so only execution ids are routed here; log ids (``log_…``) go on to the log by id."""
+
+    regex = EXECUTION_ID_PATTERN
+
+
+register_url_convertor("execution_id", _ExecutionId())
+
+
+@logs.get("/{execution_id:execution_id}", summary="The step logs of one execution, named by its id alone")
+async def logs_of_execution(request: Request, execution_id: str) -> JSONBytes:
+    found = await _executions(request).logs(await tenant(request), None, execution_id)
+    return json([p.execution_log(log) for log in found])
 
 
 @flows.get("/{flow_id}/metrics", summary="Execution counts by status and the success rate")

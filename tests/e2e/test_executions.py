@@ -88,6 +88,9 @@ def test_a_flow_of_every_kind_of_step_runs_durably(org: Api, upstream: str, last
 
     logs = org.get(f"/flows/{f['id']}/executions/{execution_id}/logs").json()
     assert logs == org.get(f"/execution-logs/{f['id']}/execution/{execution_id}").json()
+    assert logs == org.get(f"/execution-logs/{execution_id}").json()  # the seed's path by execution id
+    one = org.get(f"/execution-logs/{logs[0]['id']}")  # the same path with a log's id: that log
+    assert one.status_code == 200 and one.json() == logs[0]
     assert [(log["stepKey"], log["status"]) for log in logs] == [
         ("shape", "completed"), ("check", "completed"), ("skipped", "skipped"),
         ("wait", "completed"), ("post", "completed"), ("ticket", "completed"),
@@ -277,6 +280,7 @@ def test_executions_are_scoped_to_their_organization(server: Any, org: Api) -> N
         ("get", f"/flows/{f['id']}/metrics"),
         ("get", f"/flows/{f['id']}/versions"),
         ("get", f"/execution-logs/{f['id']}/execution/{execution_id}"),
+        ("get", f"/execution-logs/{execution_id}"),
     ]
     for method, path in paths:
         assert getattr(other, method)(path).status_code == 404, path
