@@ -218,7 +218,7 @@ class Container(containers.DeclarativeContainer):
         org_concurrency=settings.provided.org_concurrency,
     )
     scheduler = providers.Singleton(_scheduler, advance, clock, settings)
-    executions = providers.Singleton(Executions, uow_factory, clock, scheduler, advance)
+    executions = providers.Singleton(Executions, uow_factory, clock, scheduler, advance, flows=flows)
     system_status = providers.Singleton(
         SystemStatus,
         uow_factory,

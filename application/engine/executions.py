@@ -13,10 +13,10 @@ from typing import Any
 
 from application.engine.advance import AdvanceExecution
 from application.ports import Clock, Page, Scheduler, UnitOfWorkFactory
-from application.resources import audit_event
+from application.resources import Flows, audit_event
 from application.tenancy import TenantContext
 from domain import rules
-from domain.errors import Conflict, FieldError, NotFound, ValidationFailed
+from domain.errors import Conflict, FieldError, InvalidReference, NotFound, ValidationFailed
 from domain.events import OutboxEvent
 from domain.execution import COMPLETED, EXECUTION_STATUSES, FINAL_EVENT, QUEUED, Execution, StepState
 from domain.execution_log import ExecutionLog
@@ -94,10 +94,18 @@ def _period(raw: str | None, field: str, end: bool, p: Problems) -> datetime | N
 
 class Executions:
     def __init__(
-        self, uow_factory: UnitOfWorkFactory, clock: Clock, scheduler: Scheduler, advance: AdvanceExecution
+        self,
+        uow_factory: UnitOfWorkFactory,
+        clock: Clock,
+        scheduler: Scheduler,
+        advance: AdvanceExecution,
+        *,
+        flows: Flows | None = None,
     ) -> None:
+        """``flows``: where a started execution's flow is read (the API's, with its read cache)."""
         self._uow = uow_factory
         self._clock = clock
+        self._flows = flows or Flows(uow_factory, clock)
         self._scheduler = scheduler
         self._advance = advance
 
@@ -110,21 +118,22 @@ class Executions:
         variables = rules.json_object(p, "variables", variables)
         p.raise_if_any()
         now = self._clock.now()
-        async with self._uow() as uow:
-            flow = await uow.flows.get(ctx.org_id, flow_id)
-            if flow is None:
-                raise NotFound("Flow", flow_id)
-            if not flow.steps:
-                raise ValidationFailed([FieldError("steps", "The flow has no steps to run", "too_small")])
-            flow.definition  # noqa: B018 - a flow stored before definitions were checked may not hold
-            execution = self._new(ctx, flow.id, flow.version, variables, now)
-            await uow.executions.add(execution)
-            await uow.audit.add(
-                audit_event(
-                    ctx, "flow.executed", "flow", flow.id, now, executionId=execution.id, durable=durable
+        flow = await self._flows.get(ctx, flow_id)  # NotFound; a copy, when the read cache has one
+        if not flow.steps:
+            raise ValidationFailed([FieldError("steps", "The flow has no steps to run", "too_small")])
+        flow.definition  # noqa: B018 - a flow stored before definitions were checked may not hold
+        execution = self._new(ctx, flow.id, flow.version, variables, now)
+        try:  # one statement on PostgreSQL: no transaction round trips
+            async with self._uow(batched=True) as uow:
+                await uow.executions.add(execution)
+                await uow.audit.add(
+                    audit_event(
+                        ctx, "flow.executed", "flow", flow.id, now, executionId=execution.id, durable=durable
+                    )
                 )
-            )
-            await uow.commit()
+                await uow.commit()
+        except InvalidReference:  # the flow was deleted since it was read
+            raise NotFound("Flow", flow_id) from None
         return await self._launch(execution, durable)
 
     def _new(

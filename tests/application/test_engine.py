@@ -25,7 +25,7 @@ from application.execute_action import ExecuteAction
 from application.ports import Page
 from application.resources import Flows
 from application.tenancy import TenantContext
-from domain.errors import Conflict, ValidationFailed
+from domain.errors import Conflict, NotFound, ValidationFailed
 from domain.ids import new_id
 from domain.organization import Organization
 from tests.fakes.http import FakeHttpClient
@@ -435,6 +435,27 @@ async def test_a_direct_run_calls_in_the_execution_waiting_for_its_slot(engine: 
     assert (await direct).execution.status == "completed"
     done = (await engine.finished(ctx, flow.id, queued.id, seconds=5)).execution
     assert done.status == "completed"
+
+
+@pytest.mark.sql_only
+async def test_starting_a_flow_deleted_since_it_was_read_is_not_found(engine: Engine) -> None:
+    """The flow is read before the execution is written (from the API's read cache, often): should
+    it be deleted in between, the database refuses the execution and the caller gets a 404."""
+    ctx = await engine.tenant()
+    flow = await engine.flows.create(
+        ctx, name="Gone", steps=[{"id": "a", "type": "data_transform", "config": {"script": "return 1"}}]
+    )
+    await engine.flows.delete(ctx, flow.id)
+
+    class Stale:  # what a copy kept from before the deletion answers
+        async def get(self, ctx: TenantContext, flow_id: str) -> Any:
+            return flow
+
+    executions = Executions(engine.uow, engine.clock, engine.scheduler, engine.advance, flows=Stale())
+    with pytest.raises(NotFound):
+        await executions.start(ctx, flow.id, {})
+    async with engine.uow(read_only=True) as uow:
+        assert await uow.executions.list(ctx.org_id, Page()) == []
 
 
 async def test_bad_variables_and_broken_definitions_are_refused(engine: Engine) -> None:
