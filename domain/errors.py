@@ -53,6 +53,10 @@ class Conflict(DomainError):
     """The request conflicts with the current state: a duplicate key, a forbidden transition (409)."""
 
 
+class AlreadyExists(Conflict):
+    """The object would duplicate one that exists: a key that must be unique (409)."""
+
+
 class Unauthenticated(DomainError):
     """No credentials, or credentials that are unknown or revoked (401)."""
 

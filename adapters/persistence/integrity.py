@@ -1,4 +1,4 @@
-"""Turns the databases' integrity errors into the domain's Conflict / InvalidReference."""
+"""Turns the databases' integrity errors into the domain's AlreadyExists / InvalidReference."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ import re
 
 from sqlalchemy.exc import IntegrityError
 
-from domain.errors import Conflict, DomainError, FieldError, InvalidReference
+from domain.errors import AlreadyExists, DomainError, FieldError, InvalidReference
 
 _PG_UNIQUE = re.compile(r'unique constraint "uq_(?P<table>[a-z_]+?)_org_id_(?P<column>[a-z_]+)"')
 _SQLITE_UNIQUE = re.compile(r"UNIQUE constraint failed: (?P<table>\w+)\.org_id, \w+\.(?P<column>\w+)")
@@ -23,9 +23,9 @@ def translate(exc: IntegrityError, resource: str) -> DomainError:
     if match:
         field = _camel(match["column"])
         message = f"A {resource.lower()} with this {field} already exists in the organization"
-        return Conflict(message, [FieldError(field, message, "already_exists")])
+        return AlreadyExists(message, [FieldError(field, message, "already_exists")])
     if "foreign key" in text.lower():
         return InvalidReference("id", "A referenced object does not exist in this organization")
     if "unique" in text.lower():
-        return Conflict(f"This {resource.lower()} conflicts with an existing one")
+        return AlreadyExists(f"This {resource.lower()} conflicts with an existing one")
     raise exc

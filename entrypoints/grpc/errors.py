@@ -13,6 +13,7 @@ from google.rpc import code_pb2, error_details_pb2, status_pb2
 from grpc_status import rpc_status
 
 from domain.errors import (
+    AlreadyExists,
     Conflict,
     DomainError,
     NotFound,
@@ -30,6 +31,8 @@ log = logging.getLogger("tolstoy.grpc")
 INTERNAL_MESSAGE = "Internal server error"
 
 CODE_OF: list[tuple[type[DomainError], int]] = [
+    (AlreadyExists, code_pb2.ALREADY_EXISTS),
+    (Conflict, code_pb2.FAILED_PRECONDITION),  # a state that forbids the change
     (ValidationFailed, code_pb2.INVALID_ARGUMENT),
     (Unauthenticated, code_pb2.UNAUTHENTICATED),
     (PermissionDenied, code_pb2.PERMISSION_DENIED),
@@ -41,18 +44,7 @@ CODE_OF: list[tuple[type[DomainError], int]] = [
 ]
 
 
-def _conflict_code(exc: Conflict) -> int:
-    """A duplicate is ALREADY_EXISTS; other conflicts (a state that forbids the change) are
-    FAILED_PRECONDITION, as REST's 409s that are not ``already_exists``."""
-    duplicate = any(e.code == "already_exists" for e in exc.errors) or "conflicts with an existing" in (
-        exc.message
-    )
-    return code_pb2.ALREADY_EXISTS if duplicate else code_pb2.FAILED_PRECONDITION
-
-
 def code_of(exc: DomainError) -> int:
-    if isinstance(exc, Conflict):
-        return _conflict_code(exc)
     return next((code for cls, code in CODE_OF if isinstance(exc, cls)), code_pb2.INVALID_ARGUMENT)
 
 
