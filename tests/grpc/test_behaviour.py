@@ -404,7 +404,7 @@ def test_requests_over_the_body_limit_are_refused_like_rest(rpc: Client) -> None
 def test_grpc_tells_a_duplicate_from_a_forbidden_change_by_type() -> None:
     from google.rpc import code_pb2
 
-    from domain.errors import Conflict
+    from domain.errors import AlreadyExists, Conflict
     from entrypoints.grpc.errors import code_of
 
     assert code_of(AlreadyExists("This tool conflicts with an existing one")) == code_pb2.ALREADY_EXISTS
