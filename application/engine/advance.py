@@ -61,16 +61,18 @@ class AdvanceExecution:
         org_concurrency: int = 50,
         jitter: Callable[[], float] = random.random,
     ) -> None:
-        self._uow = uow_factory
-        self._clock = clock
-        self._runners = runners
-        self._sandbox = sandbox
-        self._metrics = metrics
+        # Shared with the ExecutionRun of each claim (run.py), which works with them and with
+        # ``event`` and ``conclude``.
+        self.uow = uow_factory
+        self.clock = clock
+        self.runners = runners
+        self.sandbox = sandbox
+        self.metrics = metrics
         self.worker_id = worker_id
-        self._lease = timedelta(seconds=lease_seconds)
+        self.lease = timedelta(seconds=lease_seconds)
         self._flow_concurrency = flow_concurrency
         self._org_concurrency = org_concurrency
-        self._jitter = jitter
+        self.jitter = jitter
         self._cancel_events: dict[str, asyncio.Event] = {}
         self._active: set[str] = set()
         self._definitions: OrderedDict[tuple[str, str, int], FlowDefinition] = OrderedDict()
@@ -85,9 +87,9 @@ class AdvanceExecution:
         (with ``owner``: also its own, a restarted worker taking them back), due admission retries,
         and queued executions nobody picked up for STALE_QUEUED (``fresh``: whatever their age,
         as at start-up, when nothing scheduled before is remembered)."""
-        now = self._clock.now()
+        now = self.clock.now()
         stale_before = None if fresh else now - STALE_QUEUED
-        async with self._uow(read_only=True) as uow:
+        async with self.uow(read_only=True) as uow:
             return await uow.executions.due(now, SWEEP_BATCH, owner, stale_before)
 
     def abort(self, execution_id: str) -> bool:
@@ -140,9 +142,9 @@ class AdvanceExecution:
         answer when there is nothing to run. Batched: on PostgreSQL the claim and the admission
         are a statement each, with no transaction around them (the lease, then the admission's
         lock, keep others out)."""
-        now = self._clock.now()
-        async with self._uow(batched=True) as uow:
-            execution = await uow.executions.claim(execution_id, self.worker_id, now + self._lease, now)
+        now = self.clock.now()
+        async with self.uow(batched=True) as uow:
+            execution = await uow.executions.claim(execution_id, self.worker_id, now + self.lease, now)
             if execution is None:
                 return Advanced()
             if execution.org_id != org_id:  # not the execution the job named: leave it be
@@ -157,7 +159,7 @@ class AdvanceExecution:
                 stop = CANCELLED, {"message": "The execution was cancelled", "code": "CANCELLED"}
             if stop is not None:
                 await uow.executions.fence(execution_id, self.worker_id)
-                _, waiting = await self._conclude(uow, execution, stop[0], now, error=stop[1], outputs={})
+                _, waiting = await self.conclude(uow, execution, stop[0], now, error=stop[1], outputs={})
                 await uow.commit()
                 return Advanced(finished=True, admit=tuple(waiting.value))
             assert definition is not None
@@ -197,7 +199,7 @@ class AdvanceExecution:
 
     async def _release(self, execution_id: str) -> None:
         with contextlib.suppress(Exception):
-            async with self._uow() as uow:
+            async with self.uow() as uow:
                 await uow.executions.release(execution_id, self.worker_id)
                 await uow.commit()
 
@@ -243,7 +245,7 @@ class AdvanceExecution:
         at = self._last_event = max(now, self._last_event + timedelta(microseconds=1))
         return OutboxEvent(id=new_id("evt"), org_id=execution.org_id, type=kind, payload=body, created_at=at)
 
-    async def _conclude(
+    async def conclude(
         self,
         uow: UnitOfWork,
         execution: Execution,

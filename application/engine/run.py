@@ -169,7 +169,7 @@ class ExecutionRun:
     async def go(self) -> Advanced:
         keeper = asyncio.create_task(self._keep_lease())
         try:
-            async with self.e._sandbox.session(self.execution.org_id) as sandbox:
+            async with self.e.sandbox.session(self.execution.org_id) as sandbox:
                 try:
                     return await self._loop(sandbox)
                 finally:  # the steps still running stop before their sandbox session closes
@@ -189,14 +189,14 @@ class ExecutionRun:
 
     async def _keep_lease(self) -> None:
         """Renew the lease while working; notice a cancel request made through another process."""
-        renew_every = self.e._lease.total_seconds() / 3
+        renew_every = self.e.lease.total_seconds() / 3
         last = time.monotonic()
         while True:
             await asyncio.sleep(min(1.0, renew_every))
             try:
                 if time.monotonic() - last >= renew_every:
-                    async with self.e._uow() as uow:
-                        until = self.e._clock.now() + self.e._lease
+                    async with self.e.uow() as uow:
+                        until = self.e.clock.now() + self.e.lease
                         renewed = await uow.executions.renew(self.execution.id, self.e.worker_id, until)
                         await uow.commit()
                     if not renewed:  # another worker took it over: stop, write nothing more
@@ -204,7 +204,7 @@ class ExecutionRun:
                         self.cancel.set()
                         return
                     last = time.monotonic()
-                async with self.e._uow(read_only=True) as uow:
+                async with self.e.uow(read_only=True) as uow:
                     current = await uow.executions.get(self.execution.org_id, self.execution.id)
             except asyncio.CancelledError:
                 raise
@@ -217,14 +217,14 @@ class ExecutionRun:
     async def _loop(self, sandbox: SandboxSession) -> Advanced:
         finished: list[_Finish] = []
         while True:
-            now = self.e._clock.now()
+            now = self.e.clock.now()
             if self.lost:
                 return Advanced()
             stop = self._stop_reason(now)
             if stop is not None:
                 return await self._stop(stop, finished, now)
             self.touched = set()
-            async with self.e._uow(batched=True) as uow:  # a checkpoint: one statement
+            async with self.e.uow(batched=True) as uow:  # a checkpoint: one statement
                 await uow.executions.fence(self.execution.id, self.e.worker_id)
                 for result in finished:
                     await self._record(uow, result, now)
@@ -260,7 +260,7 @@ class ExecutionRun:
                 continue  # the steps held back from this checkpoint start in the next
             if not self.tasks:
                 if wake is not None:
-                    await asyncio.sleep(max(0.0, (wake - self.e._clock.now()).total_seconds()))
+                    await asyncio.sleep(max(0.0, (wake - self.e.clock.now()).total_seconds()))
                 continue
             finished = await self._wait(now if again else decision.next_at)
 
@@ -274,7 +274,7 @@ class ExecutionRun:
         record_at = None if first_unwritten is None else first_unwritten + START_RECORD_AFTER
         for moment in (next_at, deadline, record_at):
             if moment is not None:
-                seconds = max(0.0, (moment - self.e._clock.now()).total_seconds())
+                seconds = max(0.0, (moment - self.e.clock.now()).total_seconds())
                 timeout = seconds if timeout is None else min(timeout, seconds)
         done, _ = await asyncio.wait(
             [*self.tasks.values(), cancel], timeout=timeout, return_when=asyncio.FIRST_COMPLETED
@@ -308,7 +308,7 @@ class ExecutionRun:
         message = (
             "The execution was cancelled" if reason == CANCELLED else "The flow's execution timeout passed"
         )
-        async with self.e._uow(batched=True) as uow:
+        async with self.e.uow(batched=True) as uow:
             await uow.executions.fence(self.execution.id, self.e.worker_id)
             for result in finished:
                 await self._record(uow, result, now)
@@ -323,7 +323,7 @@ class ExecutionRun:
                     )
             status = CANCELLED if reason == CANCELLED else FAILED
             error = {"message": message, "code": code}
-            _, waiting = await self.e._conclude(
+            _, waiting = await self.e.conclude(
                 uow, self.execution, status, now, outputs=self._outputs(), error=error, counts=self._counts()
             )
             await uow.commit()
@@ -352,7 +352,7 @@ class ExecutionRun:
                 "code": "STEP_FAILED",
                 "stepId": failed_step,
             }
-        self.execution, waiting = await self.e._conclude(
+        self.execution, waiting = await self.e.conclude(
             uow, self.execution, outcome, now, outputs=self._outputs(), error=error, counts=self._counts()
         )
         return waiting
@@ -445,13 +445,13 @@ class ExecutionRun:
             variables=self.execution.variables,
             step_outputs=outputs,
             sandbox=sandbox,
-            timestamp=self.e._clock.now().isoformat().replace("+00:00", "Z"),
+            timestamp=self.e.clock.now().isoformat().replace("+00:00", "Z"),
         )
         started = time.perf_counter()
         try:
-            if step.execute_if and not await self.e._runners.condition(step.execute_if, ctx):
+            if step.execute_if and not await self.e.runners.condition(step.execute_if, ctx):
                 return _Finish(step.id, skipped=True, seconds=time.perf_counter() - started, logs=ctx.logs)
-            output = await self.e._runners.run(ctx)
+            output = await self.e.runners.run(ctx)
             return _Finish(step.id, output=output, seconds=time.perf_counter() - started, logs=ctx.logs)
         except StepFailed as exc:
             return _Finish(step.id, error=exc, seconds=time.perf_counter() - started, logs=ctx.logs)
@@ -491,22 +491,22 @@ class ExecutionRun:
         else:
             status, log_error = FAILED, result.error.as_error()
             log_outputs = {"duration": duration, "metadata": meta}
-            self.e._metrics.step_failed(org, flow, step.id)
+            self.e.metrics.step_failed(org, flow, step.id)
             when = (
-                retry_at(retry_policy(step, self.definition), state.attempt, now, self.e._jitter())
+                retry_at(retry_policy(step, self.definition), state.attempt, now, self.e.jitter())
                 if result.error.retryable
                 else None
             )
             if when is not None and not self.cancel.is_set() and not self.stopping:
                 state = state.but(now, status=WAITING, error=log_error, next_at=when)
-                self.e._metrics.step_retried(org, flow, step.id)
+                self.e.metrics.step_retried(org, flow, step.id)
                 log_outputs["retryAt"] = when.isoformat().replace("+00:00", "Z")
             else:
                 state = state.but(now, status=FAILED, error=log_error, finished_at=now, next_at=None)
         if result.logs:
             log_outputs["logs"] = result.logs
         if step.type != "delay":
-            self.e._metrics.step_executed(org, flow, step.id, result.seconds)
+            self.e.metrics.step_executed(org, flow, step.id, result.seconds)
         self.states[step.id] = state
         start = self.unwritten.get(step.id)
         if start is not None:  # started and finished in one checkpoint: its rows are written once

@@ -514,7 +514,7 @@ async def test_a_background_run_may_be_waited_for_longer_than_one_run_may_last(u
     """The step's time limit bounds each run; waiting for a background run is bounded by the
     polls it is allowed (pollInterval x maxPollAttempts), not cut at the one-run limit."""
     engine = Engine(uow_factory)
-    engine.advance._runners = StepRunners(engine.http, None, engine.sandbox, 100)  # runs: 100 ms
+    engine.advance.runners = StepRunners(engine.http, None, engine.sandbox, 100)  # runs: 100 ms
     await engine.start()
     try:
         ctx = await engine.tenant()
