@@ -133,6 +133,7 @@ def test_another_tenants_objects_are_not_found(channel: grpc.Channel, rpc: Clien
         lambda: list(mine.flows.WatchExecution(fs.WatchExecutionRequest(**ids))),
         lambda: mine.logs.GetExecutionLog(ls.GetExecutionLogRequest(id=log.id)),
         lambda: mine.logs.GetExecutionLogs(ls.GetExecutionLogsRequest(**ids)),
+        lambda: mine.logs.GetExecutionLogs(ls.GetExecutionLogsRequest(execution_id=ids["execution_id"])),
     ]
     for call in calls:
         rpc_error(call, Code.NOT_FOUND)

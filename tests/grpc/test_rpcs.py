@@ -273,6 +273,8 @@ def test_execution_logs_and_stats(rpc: Client) -> None:
     assert [(log.step_key, log.status) for log in logs] == [
         ("hello", execution_log_pb2.EXECUTION_LOG_STATUS_COMPLETED)
     ]
+    alone = ls.GetExecutionLogsRequest(execution_id=run.execution_id)  # no flow_id: by its id alone
+    assert rpc.logs.GetExecutionLogs(alone).execution_logs == logs
     log = logs[0]
     assert log.outputs["output"] == "hi x" and log.inputs["stepType"] == "data_transform"
     assert rpc.logs.GetExecutionLog(ls.GetExecutionLogRequest(id=log.id)).execution_log == log

@@ -113,7 +113,7 @@ class ExecutionLogService(Servicer, logs_grpc.ExecutionLogServiceServicer):
 
     async def GetExecutionLogs(self, request: logs_pb.GetExecutionLogsRequest, context: Context):
         ctx = await self.tenant(context)
-        found = await self.container.executions().logs(ctx, request.flow_id, request.execution_id)
+        found = await self.container.executions().logs(ctx, request.flow_id or None, request.execution_id)
         return logs_pb.GetExecutionLogsResponse(execution_logs=[p.execution_log(e) for e in found])
 
     async def GetStats(self, request: logs_pb.GetStatsRequest, context: Context):

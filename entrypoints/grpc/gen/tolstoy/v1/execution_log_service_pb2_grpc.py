@@ -74,8 +74,8 @@ class ExecutionLogServiceServicer:
         raise NotImplementedError('Method not implemented!')
 
     def GetExecutionLogs(self, request, context):
-        """The step logs of one execution of a flow, in order (REST
-        /execution-logs/{flowId}/execution/{executionId} and /flows/{id}/executions/{executionId}/logs).
+        """The step logs of one execution, in order (REST /execution-logs/{flowId}/execution/{executionId},
+        /flows/{id}/executions/{executionId}/logs and, without flow_id, /execution-logs/{executionId}).
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
