@@ -6,7 +6,20 @@ import functools
 from collections.abc import Mapping
 from typing import Any, Generic, TypeVar
 
-from sqlalchemy import Table, and_, bindparam, delete, distinct, func, insert, or_, select, update
+from sqlalchemy import (
+    ARRAY,
+    Table,
+    Text,
+    and_,
+    bindparam,
+    delete,
+    distinct,
+    func,
+    insert,
+    or_,
+    select,
+    update,
+)
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.sql import Executable
 
@@ -238,6 +251,11 @@ def _execution_statements() -> dict[str, Any]:
             .where(t.c.org_id == bindparam("b_org_id"), t.c.status == "queued", t.c.wake_at.is_not(None))
             .order_by(t.c.created_at, t.c.id)
             .limit(bindparam("b_limit")),
+            "waiting_locked": select(  # PostgreSQL (migration 0008)
+                func.tolstoy_waiting_for_slot(
+                    bindparam("b_org_id"), bindparam("b_limit"), type_=ARRAY(Text)
+                ).label("ids")
+            ),
         }.items()
     }
 
@@ -400,13 +418,27 @@ class SqlExecutionRepository(SqlTenantRepository[E]):
         return [(r["org_id"], r["id"], r["wake_at"]) for r in await self._db.all(query)]
 
     async def waiting_for_slot(self, org_id: str, limit: int) -> Later[list[str]]:
+        """PostgreSQL: under the organization's admission lock, held until this unit of work
+        commits (``tolstoy_waiting_for_slot``, migration 0008), so that no admission refused
+        around a conclusion goes unseen. SQLite: its writers' lock serialises them already."""
         later: Later[list[str]] = Later()
-        statement, params = _executions("waiting"), {"b_org_id": org_id, "b_limit": limit}
+        params = {"b_org_id": org_id, "b_limit": limit}
+        if getattr(self._db, "dialect", None) == "postgresql":
+            statement = _executions("waiting_locked")
+
+            def receive(rows: list[Mapping[str, Any]]) -> None:
+                later.set(list(rows[0]["ids"]) if rows else [])
+        else:
+            statement = _executions("waiting")
+
+            def receive(rows: list[Mapping[str, Any]]) -> None:
+                later.set([r["id"] for r in rows])
+
         at_commit = getattr(self._db, "at_commit", None)
         if at_commit is not None:  # batched: answered by the commit's one statement
-            at_commit(statement, params, lambda rows: later.set([r["id"] for r in rows]))
+            at_commit(statement, params, receive)
         else:
-            later.set([r["id"] for r in await self._db.all(statement, params)])
+            receive(await self._db.all(statement, params))
         return later
 
     async def status_counts(self, org_id: str, flow_id: str) -> dict[str, int]:

@@ -568,6 +568,54 @@ async def test_executions_waiting_for_a_slot_are_read_with_the_commit(uow_factor
 
 
 @pytest.mark.sql_only
+async def test_a_conclusion_reads_the_waiting_after_the_admissions_in_progress(uow_factory) -> None:
+    """An admission refused while an execution of the organization concludes is never missed by
+    both: the conclusion's read of the waiting executions waits for the admission in progress and
+    then sees its refusal (PostgreSQL: the admission lock, taken by ``tolstoy_waiting_for_slot``
+    and held until the conclusion commits; SQLite: the writers' lock)."""
+    import asyncio
+
+    org = await _new_org(uow_factory)
+    flow = _flow(org.id)
+    running, refused = _queued(org.id, flow.id, "w1"), _queued(org.id, flow.id, "w2")
+    await _store_queued(uow_factory, (flow,), (running, refused))
+    async with uow_factory() as uow:
+        assert await uow.executions.admit(*_admission(running, "w1"), flow_limit=1, org_limit=5) is True
+        await uow.commit()
+    admission = uow_factory()  # the other execution's admission, not committed yet
+    await admission.__aenter__()
+    try:
+        assert (
+            await admission.executions.admit(*_admission(refused, "w2"), flow_limit=1, org_limit=5) is False
+        )
+
+        async def conclude() -> list[str]:
+            async with uow_factory(batched=True) as uow:
+                await uow.executions.fence(running.id, "w1")
+                now = clock.now()
+                done = dataclasses.replace(
+                    running,
+                    status="completed",
+                    finished_at=now,
+                    updated_at=now,
+                    lease_owner=None,
+                    lease_until=None,
+                )
+                await uow.executions.save_and_release(done)
+                waiting = await uow.executions.waiting_for_slot(org.id, 3)
+                await uow.commit()
+                return waiting.value
+
+        concluding = asyncio.create_task(conclude())
+        await asyncio.sleep(0.3)
+        assert not concluding.done()  # it waits for the admission in progress
+        await admission.commit()
+    finally:
+        await admission.__aexit__(None, None, None)
+    assert await asyncio.wait_for(concluding, 5) == [refused.id]  # and reads its refusal
+
+
+@pytest.mark.sql_only
 async def test_admissions_of_one_organization_are_serialised(uow_factory) -> None:
     """An admission holds the organization's admission lock until its transaction ends: a second
     one waits, then counts the first (SQLite: the writer lock; PostgreSQL: an advisory lock taken
