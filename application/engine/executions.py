@@ -177,8 +177,15 @@ class Executions:
                 return
             if advanced.wake_at is not None:
                 await asyncio.sleep(max(0.0, (advanced.wake_at - self._clock.now()).total_seconds()))
-            else:  # queued behind the concurrency limits, or another worker holds it
-                await asyncio.sleep(0.05)
+                continue
+            # Not claimed: queued behind the concurrency limits, held by another worker, or over -
+            # the scheduler's sweep may have taken it while this task slept through a delay (its
+            # lease is let go meanwhile), and finished it.
+            async with self._uow(read_only=True) as uow:
+                current = await uow.executions.get(org_id, execution_id)
+            if current is None or current.finished:
+                return
+            await asyncio.sleep(0.05)
         await self._scheduler.schedule(org_id, execution_id)  # the engine carries on with it
 
     # --- read -------------------------------------------------------------------------------------

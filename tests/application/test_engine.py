@@ -437,6 +437,45 @@ async def test_a_direct_run_calls_in_the_execution_waiting_for_its_slot(engine: 
     assert done.status == "completed"
 
 
+async def test_a_direct_run_finished_by_the_engine_meanwhile_returns_at_once(
+    engine: Engine, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A direct run lets its lease go while it sleeps through a delay; the engine's sweep may take
+    the execution then and finish it. The request returns as soon as it sees that (it went on
+    trying to claim a finished execution for DIRECT_MAX_SECONDS, 300 s)."""
+    from application.engine import executions as module
+
+    class OverSleeping:  # the request oversleeps its delay: the engine gets there first
+        def __getattr__(self, name: str) -> Any:
+            return getattr(asyncio, name)
+
+        async def sleep(self, seconds: float) -> None:
+            await asyncio.sleep(seconds + 0.5 if seconds > 0.1 else seconds)
+
+    monkeypatch.setattr(module, "asyncio", OverSleeping())
+    ctx = await engine.tenant()
+    flow = await engine.flows.create(
+        ctx,
+        name="Wait, then work",
+        steps=[
+            {"id": "wait", "type": "delay", "config": {"ms": 200}},
+            {"id": "work", "type": "data_transform", "config": {"script": "return 1"}},
+        ],
+    )
+    direct = asyncio.create_task(engine.executions.start(ctx, flow.id, {}, durable=False))
+    for _ in range(100):  # until the request sleeps through the delay
+        running = await engine.executions.list(ctx, flow.id, "running", Page())
+        if running and running[0].execution.lease_owner is None:
+            break
+        await asyncio.sleep(0.01)
+    (view,) = running
+    await asyncio.sleep(0.3)  # the delay is due; the request still sleeps
+    await engine.advance(ctx.org_id, view.execution.id)  # what the sweep does
+    started = time.monotonic()
+    assert (await asyncio.wait_for(direct, 5)).execution.status == "completed"
+    assert time.monotonic() - started < 2
+
+
 @pytest.mark.sql_only
 async def test_starting_a_flow_deleted_since_it_was_read_is_not_found(engine: Engine) -> None:
     """The flow is read before the execution is written (from the API's read cache, often): should
