@@ -18,12 +18,16 @@ class SchemaOutOfDate(RuntimeError):
 
 async def prepare_database(container: Container) -> None:
     """Migrate on start (embedded default), or refuse to serve an out-of-date schema."""
-    settings = container.settings()
-    engine = container.engine()
-    if settings.migrate_on_start:
-        await upgrade_engine(engine)
+    if container.settings().migrate_on_start:
+        await upgrade_engine(container.engine())
         return
-    current, head = await current_revision(engine), head_revision()
+    await check_schema(container)
+
+
+async def check_schema(container: Container) -> None:
+    """Refuse to run on a schema other than this code's (``tolstoy worker`` never migrates: the
+    API, or ``tolstoy migrate``, does)."""
+    current, head = await current_revision(container.engine()), head_revision()
     if current != head:
         raise SchemaOutOfDate(
             f"Database schema is at {current or 'nothing'}, expected {head}: run `tolstoy migrate`"

@@ -14,6 +14,7 @@ import multiprocessing
 
 from adapters.engine.arq_scheduler import ArqScheduler
 from adapters.engine.arq_worker import Runtime, build_worker
+from entrypoints.lifecycle import SchemaOutOfDate, check_schema
 from entrypoints.settings import Settings
 
 
@@ -25,6 +26,9 @@ def run_worker(settings: Settings, concurrency: int, metrics_port: int | None = 
     container = build_container(settings)
 
     async def make_runtime() -> Runtime:
+        # The engine's statements need this code's schema (e.g. migration 0008's function): a
+        # worker on an older one would fail every execution it concluded.
+        await check_schema(container)
         scheduler = ArqScheduler(settings.redis_url)
         container.scheduler.override(scheduler)
         if metrics_port is not None:
@@ -41,7 +45,10 @@ def run_worker(settings: Settings, concurrency: int, metrics_port: int | None = 
         import uvloop
 
         asyncio.set_event_loop(uvloop.new_event_loop())
-    build_worker(settings.redis_url, concurrency, make_runtime, close_runtime).run()
+    try:
+        build_worker(settings.redis_url, concurrency, make_runtime, close_runtime).run()
+    except SchemaOutOfDate as exc:
+        raise SystemExit(f"tolstoy worker: {exc}") from None
 
 
 def run_workers(settings: Settings, processes: int, concurrency: int, metrics_port: int | None) -> int:

@@ -72,8 +72,11 @@ def build_worker(
         ctx["aborts"] = asyncio.create_task(listen_for_aborts(ctx["redis"], rt.advance.abort))
 
     async def shutdown(ctx: dict[str, Any]) -> None:
-        ctx["aborts"].cancel()
-        rt: Runtime = ctx["runtime"]
+        if "aborts" in ctx:
+            ctx["aborts"].cancel()
+        rt: Runtime | None = ctx.get("runtime")
+        if rt is None:  # the start-up failed (e.g. an out-of-date schema): nothing to stop
+            return
         await rt.scheduler.stop()
         if close_runtime is not None:
             await close_runtime(rt)

@@ -21,7 +21,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from tests.support import IN_CI, free_port, throwaway_postgres_database
+from tests.support import IN_CI, REDIS_URL, free_port, throwaway_postgres_database
 
 ROOT = Path(__file__).resolve().parents[2]
 TOLSTOY = str(Path(sys.executable).with_name("tolstoy"))
@@ -137,6 +137,13 @@ def test_quickstart_on_postgres_after_tolstoy_migrate(tmp_path: Path, jq: None) 
             capture_output=True, text=True, timeout=60,
         )  # fmt: skip
         assert refused.returncode != 0 and "tolstoy migrate" in refused.stdout + refused.stderr
+        # So does a worker: its statements need this code's schema.
+        refused = subprocess.run(
+            [TOLSTOY, "worker"], cwd=tmp_path, env=_env(DATABASE_URL=database_url, REDIS_URL=REDIS_URL),
+            capture_output=True, text=True, timeout=60,
+        )  # fmt: skip
+        assert refused.returncode != 0 and "tolstoy migrate" in refused.stdout + refused.stderr
+        assert "Traceback" not in refused.stderr
 
         migrated = subprocess.run(
             [TOLSTOY, "migrate"], cwd=tmp_path, env=_env(DIRECT_URL=database_url, DATABASE_URL="postgresql://nowhere/x"),
