@@ -74,4 +74,4 @@ def run_workers(settings: Settings, processes: int, concurrency: int, metrics_po
             child.terminate()
         for child in children:
             child.join()
-    return 0
+    return 1 if any(child.exitcode for child in children) else 0  # e.g. an out-of-date schema

@@ -137,13 +137,14 @@ def test_quickstart_on_postgres_after_tolstoy_migrate(tmp_path: Path, jq: None) 
             capture_output=True, text=True, timeout=60,
         )  # fmt: skip
         assert refused.returncode != 0 and "tolstoy migrate" in refused.stdout + refused.stderr
-        # So does a worker: its statements need this code's schema.
-        refused = subprocess.run(
-            [TOLSTOY, "worker"], cwd=tmp_path, env=_env(DATABASE_URL=database_url, REDIS_URL=REDIS_URL),
-            capture_output=True, text=True, timeout=60,
-        )  # fmt: skip
-        assert refused.returncode != 0 and "tolstoy migrate" in refused.stdout + refused.stderr
-        assert "Traceback" not in refused.stderr
+        # So do workers (one, or several processes): their statements need this code's schema.
+        for processes in ("1", "2"):
+            refused = subprocess.run(
+                [TOLSTOY, "worker", "--processes", processes], cwd=tmp_path,
+                env=_env(DATABASE_URL=database_url, REDIS_URL=REDIS_URL), capture_output=True, text=True, timeout=60,
+            )  # fmt: skip
+            assert refused.returncode != 0 and "tolstoy migrate" in refused.stdout + refused.stderr
+            assert "Traceback" not in refused.stderr
 
         migrated = subprocess.run(
             [TOLSTOY, "migrate"], cwd=tmp_path, env=_env(DIRECT_URL=database_url, DATABASE_URL="postgresql://nowhere/x"),
