@@ -187,7 +187,8 @@ class ExecutionRepository(TenantRepository[Execution], Protocol):
     async def waiting_for_slot(self, org_id: str, limit: int) -> Later[list[str]]:
         """Queued executions of the organization that were refused a slot, oldest first: read with
         the commit (batched: in the same statement as the writes, which it does not see; otherwise
-        at once, in the transaction)."""
+        at once, in the transaction), after the organization's admissions in progress: an admission
+        refused before this unit of work commits is read, one refused after it saw the commit."""
         ...
 
     async def status_counts(self, org_id: str, flow_id: str) -> dict[str, int]: ...
