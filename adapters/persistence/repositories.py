@@ -421,18 +421,13 @@ class SqlExecutionRepository(SqlTenantRepository[E]):
         """PostgreSQL: under the organization's admission lock, held until this unit of work
         commits (``tolstoy_waiting_for_slot``, migration 0008), so that no admission refused
         around a conclusion goes unseen. SQLite: its writers' lock serialises them already."""
-        later: Later[list[str]] = Later()
+        locked = getattr(self._db, "dialect", None) == "postgresql"
+        statement = _executions("waiting_locked" if locked else "waiting")
         params = {"b_org_id": org_id, "b_limit": limit}
-        if getattr(self._db, "dialect", None) == "postgresql":
-            statement = _executions("waiting_locked")
+        later: Later[list[str]] = Later()
 
-            def receive(rows: list[Mapping[str, Any]]) -> None:
-                later.set(list(rows[0]["ids"]) if rows else [])
-        else:
-            statement = _executions("waiting")
-
-            def receive(rows: list[Mapping[str, Any]]) -> None:
-                later.set([r["id"] for r in rows])
+        def receive(rows: list[Mapping[str, Any]]) -> None:  # one row of ids, or a row per id
+            later.set((list(rows[0]["ids"]) if rows else []) if locked else [r["id"] for r in rows])
 
         at_commit = getattr(self._db, "at_commit", None)
         if at_commit is not None:  # batched: answered by the commit's one statement

@@ -11,7 +11,7 @@ from __future__ import annotations
 import math
 from collections.abc import Callable
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, TypeVar
 
 from google.protobuf import struct_pb2, timestamp_pb2
 from google.protobuf.internal.enum_type_wrapper import EnumTypeWrapper
@@ -19,6 +19,9 @@ from google.protobuf.internal.enum_type_wrapper import EnumTypeWrapper
 from application.ports import LIMIT_DEFAULT, LIMIT_MAX, Page
 from domain.errors import FieldError, ValidationFailed
 from domain.rules import SAFE_INTEGER_MAX
+
+M = TypeVar("M")
+R = TypeVar("R")
 
 # --- JSON values -----------------------------------------------------------------------------------
 
@@ -30,32 +33,27 @@ class _NotFinite(Exception):
         self.path: list[str | int] = []
 
 
-def _refused(exc: _NotFinite, field: str) -> ValidationFailed:
-    path = ".".join(str(part) for part in [*([field] if field else []), *reversed(exc.path)])
-    return ValidationFailed([FieldError(path, "Numbers must be finite", "invalid_type")])
+def _checked(convert: Callable[[M], R], message: M, field: str) -> R:
+    """``convert(message)``; a NaN or an infinity in it (a double carries them, JSON and so REST
+    cannot) is refused by its path under ``field`` (``variables.a.0``)."""
+    try:
+        return convert(message)
+    except _NotFinite as exc:
+        path = ".".join(str(part) for part in [*([field] if field else []), *reversed(exc.path)])
+        raise ValidationFailed([FieldError(path, "Numbers must be finite", "invalid_type")]) from None
 
 
 def from_value(value: struct_pb2.Value, field: str = "") -> Any:
-    """``field`` names where the value sits (``variables``), for the error about a NaN or an
-    infinity, which a double carries and JSON (and so REST) cannot: refused by its path."""
-    try:
-        return _value(value)
-    except _NotFinite as exc:
-        raise _refused(exc, field) from None
+    """``field`` names where the value sits (``variables``), for the error it may raise."""
+    return _checked(_value, value, field)
 
 
 def from_struct(struct: struct_pb2.Struct, field: str = "") -> dict[str, Any]:
-    try:
-        return _struct(struct)
-    except _NotFinite as exc:
-        raise _refused(exc, field) from None
+    return _checked(_struct, struct, field)
 
 
 def from_list(values: struct_pb2.ListValue, field: str = "") -> list[Any]:
-    try:
-        return _list(values)
-    except _NotFinite as exc:
-        raise _refused(exc, field) from None
+    return _checked(_list, values, field)
 
 
 def _value(value: struct_pb2.Value) -> Any:

@@ -389,7 +389,8 @@ async def test_retry_of_a_failed_execution_resumes_at_the_failed_step(engine: En
         await engine.executions.retry(ctx, flow.id, done.id, resume=True)
 
 
-async def test_flow_concurrency_queues_excess_executions_instead_of_failing_them(engine: Engine) -> None:
+async def one_at_a_time(engine: Engine) -> tuple[TenantContext, Any]:
+    """A tenant and its flow of one 300 ms delay, one execution at a time."""
     ctx = await engine.tenant()
     flow = await engine.flows.create(
         ctx,
@@ -397,6 +398,11 @@ async def test_flow_concurrency_queues_excess_executions_instead_of_failing_them
         steps=[{"id": "wait", "type": "delay", "config": {"ms": 300}}],
         settings={"execution": {"concurrency": 1}},
     )
+    return ctx, flow
+
+
+async def test_flow_concurrency_queues_excess_executions_instead_of_failing_them(engine: Engine) -> None:
+    ctx, flow = await one_at_a_time(engine)
     first = (await engine.executions.start(ctx, flow.id, {})).execution
     second = (await engine.executions.start(ctx, flow.id, {})).execution
     await asyncio.sleep(0.1)
@@ -417,13 +423,7 @@ async def test_flow_concurrency_queues_excess_executions_instead_of_failing_them
 async def test_a_direct_run_calls_in_the_execution_waiting_for_its_slot(engine: Engine) -> None:
     """A run inside the request (``useDurable: false``) holds a slot like any other; when it ends,
     the execution refused that slot starts at once, not at its admission retry (30 s later)."""
-    ctx = await engine.tenant()
-    flow = await engine.flows.create(
-        ctx,
-        name="One at a time",
-        steps=[{"id": "wait", "type": "delay", "config": {"ms": 300}}],
-        settings={"execution": {"concurrency": 1}},
-    )
+    ctx, flow = await one_at_a_time(engine)
     direct = asyncio.create_task(engine.executions.start(ctx, flow.id, {}, durable=False))
     for _ in range(100):  # until the direct run holds the slot
         if await engine.executions.list(ctx, flow.id, "running", Page()):
