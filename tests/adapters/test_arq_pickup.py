@@ -1,0 +1,89 @@
+"""The engine's ARQ worker takes a job in one Lua script (adapters/engine/arq_worker.py): it must
+take exactly the jobs ARQ's own WATCH/MULTI pick-up takes, on real Redis, each once."""
+
+from __future__ import annotations
+
+import asyncio
+import secrets
+from typing import Any
+
+import pytest
+from arq import create_pool
+from arq.connections import ArqRedis, RedisSettings
+from arq.constants import in_progress_key_prefix
+from arq.utils import timestamp_ms
+from arq.worker import func
+
+from adapters.engine.arq_worker import EngineWorker
+from tests.support import REDIS_URL, unavailable
+
+pytestmark = pytest.mark.asyncio(loop_scope="session")
+
+
+@pytest.fixture
+async def pool() -> Any:
+    try:
+        redis = await create_pool(RedisSettings.from_dsn(REDIS_URL), default_queue_name="unused")
+        await redis.ping()
+    except Exception as exc:  # noqa: BLE001 - any failure to reach Redis is the same skip
+        unavailable("Redis", f"{type(exc).__name__}: {exc}")
+    queue = f"tolstoy:test-pickup:{secrets.token_hex(4)}"
+    yield redis, queue
+    await redis.delete(queue)
+    await redis.aclose()
+
+
+def worker(
+    redis: ArqRedis, queue: str, ran: list[str], *, max_jobs: int = 5, burst: bool = False
+) -> EngineWorker:
+    async def job(ctx: dict[str, Any], name: str) -> None:
+        ran.append(name)
+        await asyncio.sleep(0.001)
+
+    return EngineWorker(
+        functions=[func(job, name="job")],
+        redis_pool=redis,
+        queue_name=queue,
+        max_jobs=max_jobs,
+        keep_result=0,
+        poll_delay=0.01,
+        burst=burst,
+        handle_signals=False,
+    )
+
+
+async def test_two_workers_run_every_job_once(pool: Any) -> None:
+    redis, queue = pool
+    names = [f"j{i}" for i in range(120)]
+    for name in names:
+        await redis.enqueue_job("job", name, _job_id=f"id-{name}", _queue_name=queue)
+    ran: list[str] = []
+    workers = [worker(redis, queue, ran, burst=True) for _ in range(2)]
+    async with asyncio.timeout(30):
+        await asyncio.gather(*(w.async_run() for w in workers))
+    assert sorted(ran) == sorted(names)  # every job, none twice
+    assert await redis.zcard(queue) == 0
+    assert not await redis.keys(in_progress_key_prefix + "id-j*")
+
+
+async def test_a_job_is_taken_only_when_due_and_not_in_progress(pool: Any) -> None:
+    redis, queue = pool
+    ran: list[str] = []
+    w = worker(redis, queue, ran)
+    now = timestamp_ms()
+    await redis.enqueue_job("job", "due", _job_id="due", _queue_name=queue)
+    await redis.enqueue_job("job", "later", _job_id="later", _queue_name=queue, _defer_by=60)
+    await redis.enqueue_job("job", "busy", _job_id="busy", _queue_name=queue)
+    await redis.psetex(in_progress_key_prefix + "busy", 60_000, b"1")  # another worker has it
+
+    await w.start_jobs([b"due", b"later", b"busy", b"gone"])  # "gone": finished, not queued any more
+
+    assert set(w.tasks) == {"due"}
+    assert w.job_counter == 1  # the three not taken gave their slots back
+    ttl = await redis.pttl(in_progress_key_prefix + "due")
+    assert 0 < ttl <= w.in_progress_timeout_s * 1000
+    await asyncio.gather(*w.tasks.values())
+    assert ran == ["due"]
+    assert w.job_counter == 0
+    assert await redis.zscore(queue, "later") > now
+    await redis.delete(in_progress_key_prefix + "busy")
