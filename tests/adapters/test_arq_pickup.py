@@ -30,6 +30,9 @@ async def pool() -> Any:
     queue = f"tolstoy:test-pickup:{secrets.token_hex(4)}"
     yield redis, queue
     await redis.delete(queue)
+    stale = [key async for key in redis.scan_iter(match=f"arq:*{queue}*")]  # job ids carry the queue's name
+    if stale:
+        await redis.delete(*stale)
     await redis.aclose()
 
 
@@ -56,14 +59,14 @@ async def test_two_workers_run_every_job_once(pool: Any) -> None:
     redis, queue = pool
     names = [f"j{i}" for i in range(120)]
     for name in names:
-        await redis.enqueue_job("job", name, _job_id=f"id-{name}", _queue_name=queue)
+        await redis.enqueue_job("job", name, _job_id=f"{queue}-{name}", _queue_name=queue)
     ran: list[str] = []
     workers = [worker(redis, queue, ran, burst=True) for _ in range(2)]
     async with asyncio.timeout(30):
         await asyncio.gather(*(w.async_run() for w in workers))
     assert sorted(ran) == sorted(names)  # every job, none twice
     assert await redis.zcard(queue) == 0
-    assert not await redis.keys(in_progress_key_prefix + "id-j*")
+    assert not await redis.keys(f"{in_progress_key_prefix}{queue}-*")
 
 
 async def test_a_job_is_taken_only_when_due_and_not_in_progress(pool: Any) -> None:
@@ -71,19 +74,19 @@ async def test_a_job_is_taken_only_when_due_and_not_in_progress(pool: Any) -> No
     ran: list[str] = []
     w = worker(redis, queue, ran)
     now = timestamp_ms()
-    await redis.enqueue_job("job", "due", _job_id="due", _queue_name=queue)
-    await redis.enqueue_job("job", "later", _job_id="later", _queue_name=queue, _defer_by=60)
-    await redis.enqueue_job("job", "busy", _job_id="busy", _queue_name=queue)
-    await redis.psetex(in_progress_key_prefix + "busy", 60_000, b"1")  # another worker has it
+    due, later, busy, gone = (f"{queue}-{name}" for name in ("due", "later", "busy", "gone"))
+    assert await redis.enqueue_job("job", "due", _job_id=due, _queue_name=queue)
+    assert await redis.enqueue_job("job", "later", _job_id=later, _queue_name=queue, _defer_by=60)
+    assert await redis.enqueue_job("job", "busy", _job_id=busy, _queue_name=queue)
+    await redis.psetex(in_progress_key_prefix + busy, 60_000, b"1")  # another worker has it
 
-    await w.start_jobs([b"due", b"later", b"busy", b"gone"])  # "gone": finished, not queued any more
+    await w.start_jobs([due.encode(), later.encode(), busy.encode(), gone.encode()])  # gone: not queued
 
-    assert set(w.tasks) == {"due"}
+    assert set(w.tasks) == {due}
     assert w.job_counter == 1  # the three not taken gave their slots back
-    ttl = await redis.pttl(in_progress_key_prefix + "due")
+    ttl = await redis.pttl(in_progress_key_prefix + due)
     assert 0 < ttl <= w.in_progress_timeout_s * 1000
     await asyncio.gather(*w.tasks.values())
     assert ran == ["due"]
     assert w.job_counter == 0
-    assert await redis.zscore(queue, "later") > now
-    await redis.delete(in_progress_key_prefix + "busy")
+    assert await redis.zscore(queue, later) > now
