@@ -122,7 +122,7 @@ def main(argv: list[str] | None = None) -> int:
     worker_cmd = commands.add_parser(
         "worker", help="run ARQ workers that advance flow executions (REDIS_URL)"
     )
-    worker_cmd.add_argument("--concurrency", type=int, default=10, help="advances at once per process")
+    worker_cmd.add_argument("--concurrency", type=int, default=16, help="advances at once per process (16)")
     worker_cmd.add_argument("--processes", type=int, default=1, help="worker processes to start")
     worker_cmd.add_argument("--metrics-port", type=int, help="serve the worker's Prometheus metrics here")
     args = parser.parse_args(argv)

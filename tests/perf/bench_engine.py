@@ -1241,7 +1241,9 @@ def main(argv: list[str] | None = None) -> int:
         default=1,
         help="rounds of (2a) and (2b); the best of each is detailed (1)",
     )
-    parser.add_argument("--concurrency", type=int, default=10, help="`tolstoy worker --concurrency` (10)")
+    parser.add_argument(
+        "--concurrency", type=int, default=16, help="`tolstoy worker --concurrency` (its default, 16)"
+    )
     parser.add_argument("--submit-concurrency", type=int, default=50, help="submits in flight (50)")
     parser.add_argument(
         "--policy-concurrency", type=int, default=1000, help="TOLSTOY_FLOW/ORG_CONCURRENCY (1000)"
