@@ -406,7 +406,7 @@ const __tolstoy_sandbox__ = (() => {
   };
   // The run's answer now if the code cannot have left promise jobs; else "" (finish answers).
   const settle = (code, maxOutput) => {
-    if (touched || state.kind === "pending" || ASYNC_SYNTAX.test(code)) return "";
+    if (touched || ASYNC_SYNTAX.test(code)) return "";
     const outcome = collect(state, maxOutput);
     if (touched) {
       state = { kind: "collected", outcome };

@@ -171,15 +171,10 @@ async def test_a_run_without_promises_is_one_evaluation(
             assert (r.output, len(evaluations)) == (output, count), (code, r)
 
 
-async def test_an_isolate_still_busy_after_its_runs_time_limit_is_disposed_of(
-    monkeypatch: pytest.MonkeyPatch,
-) -> None:
+async def test_an_isolate_still_busy_after_its_runs_time_limit_is_disposed_of() -> None:
     """The backstop: the one route to promise jobs after the answer that the runner cannot see
     (a value's toJSON, called while collecting it, starting async code). The isolate is checked
     at the run's time limit and disposed of: its loop stops."""
-    from adapters.sandbox import v8
-
-    monkeypatch.setattr(v8, "_FINISH_GRACE_S", 0.05)
     sandbox = V8Sandbox(memory_mb=32, default_timeout_ms=2000)
     try:
         async with sandbox.session("tenant") as s:
@@ -203,16 +198,17 @@ async def test_an_isolate_still_busy_after_its_runs_time_limit_is_disposed_of(
 
 
 async def test_a_settled_isolate_stays_warm_past_its_runs_time_limit() -> None:
-    sandbox = V8Sandbox(memory_mb=32, default_timeout_ms=100)
+    sandbox = V8Sandbox(memory_mb=32)
     try:
         async with sandbox.session("tenant") as s:
-            assert (await s.run(js("return 1"))).output == 1
+            assert (await s.run(js("return 1", timeout_ms=100))).output == 1
         kept = sandbox._warm["tenant"][0]
+        assert kept.watch is not None  # watched until its run's time limit (100 ms)...
         for _ in range(100):
             await asyncio.sleep(0.05)
             if kept.watch is None and not sandbox._settling:
                 break
-        assert sandbox._warm["tenant"] == [kept]  # checked, answered, kept
+        assert kept.watch is None and sandbox._warm["tenant"] == [kept]  # ...checked, answered, kept
         async with sandbox.session("tenant") as s:
             assert (await s.run(js("return 2"))).output == 2
             assert s._idle == [kept] and kept.home is s._idle  # the session took it, and has it back
