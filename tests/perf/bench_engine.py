@@ -671,6 +671,7 @@ def _run(coroutine: Any) -> Any:
 
 def burst(
     base_url: str,
+    headers: dict[str, str],
     executions: int,
     steps: int,
     width: int,
@@ -683,8 +684,7 @@ def burst(
     submit to the last execution's finishedAt. With ``paused`` (the workers), they are stopped
     (SIGSTOP) while the executions are submitted and continued after, so the figure is the
     engine's own: the queue of ``executions`` drained, free of the API's and client's pace; the
-    CPU figures then cover the drain only."""
-    headers = new_tenant(base_url, "Bench burst")
+    CPU figures then cover the drain only. Every burst is ``headers``' tenant's, on a new flow."""
     flow_id = create_flow(base_url, headers, chain_flow(f"Chain of {steps}", steps, 1000))
     out = Burst(executions, steps, paused=bool(paused))
     if paused:
@@ -789,10 +789,9 @@ def burst(
     return out
 
 
-def warm_up(base_url: str, count: int, steps: int) -> None:
-    """Executions run and waited for before measuring: every worker has its V8 isolate, pool and
-    statement caches; not counted."""
-    headers = new_tenant(base_url, "Bench warm-up")
+def warm_up(base_url: str, headers: dict[str, str], count: int, steps: int) -> None:
+    """Executions run and waited for before measuring: every worker has its V8 isolates for the
+    tenant (isolates are never lent across tenants), pools and statement caches; not counted."""
     flow_id = create_flow(base_url, headers, chain_flow("Warm-up", steps, 1000))
     with httpx.Client(base_url=base_url, headers=headers, timeout=30) as client:
         ids = [submit(client, flow_id) for _ in range(count)]
@@ -972,7 +971,10 @@ def run(args: argparse.Namespace, work: Path, procs: Processes) -> Results:
         ]
         for w in workers:
             wait_connected(w, redis_port)
-        warm_up(url, 4 * args.concurrency, args.burst_steps)
+        # One tenant for every burst, warmed up first: the figure is the steady state, not the
+        # making of a new tenant's isolates (~16 per worker, each several ms of CPU).
+        tenant = new_tenant(url, "Bench burst")
+        warm_up(url, tenant, 4 * args.concurrency, args.burst_steps)
         for w in workers:
             w.check_alive()
             if not args.pg_socket and not w.connected_to(pg_port):
@@ -983,6 +985,7 @@ def run(args: argparse.Namespace, work: Path, procs: Processes) -> Results:
             for _ in range(args.burst_rounds):
                 together = burst(
                     url,
+                    tenant,
                     args.executions,
                     args.burst_steps,
                     args.submit_concurrency,
@@ -991,8 +994,8 @@ def run(args: argparse.Namespace, work: Path, procs: Processes) -> Results:
                     redis_url,
                 )
                 drained = burst(
-                    url, args.executions, args.burst_steps, args.submit_concurrency, parties, db_url, redis_url,
-                    paused=workers,
+                    url, tenant, args.executions, args.burst_steps, args.submit_concurrency, parties, db_url,
+                    redis_url, paused=workers,
                 )  # fmt: skip
                 res.rounds.append((together, drained))
             res.burst = max((r[0] for r in res.rounds), key=lambda b: b.steps_per_s)
