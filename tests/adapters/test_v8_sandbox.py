@@ -447,6 +447,36 @@ async def test_the_context_arrives_as_data(sandbox: V8Sandbox) -> None:
     assert r.output == [tricky["variables"], "2030-01-01 00:00:00+00:00", "undefined"]
 
 
+async def test_what_orjson_refuses_or_reads_differently_takes_the_json_module(sandbox: V8Sandbox) -> None:
+    """The context, the code and the answer go through orjson where it gives what the ``json``
+    module gives, and through the module otherwise: each such value arrives as it was."""
+    odd = {
+        "variables": {1: "int key", "big": 2**70, "lone": "a\ud800b"},
+        "stepOutputs": {"__proto__": {"polluted": True}},
+        "meta": {"nan": float("nan")},
+    }
+    async with sandbox.session() as s:
+        r = await s.run(
+            js(
+                "const lone = '\ud800';\n"
+                "return [variables['1'], String(variables.big), variables.lone.length, lone.length,\n"
+                "        Object.keys(stepOutputs), ({}).polluted === undefined, meta.nan, 2 ** 64, '\udc00']",
+                odd,
+            )
+        )
+        assert r.success, r.error
+        assert r.output == [
+            "int key", "1.1805916207174113e+21", 3, 1, ["__proto__"], True, None, 18446744073709552000, "\udc00",
+        ]  # fmt: skip
+        assert isinstance(r.output[7], int)
+        deep: Any = 1
+        for _ in range(300):  # deeper than orjson writes
+            deep = [deep]
+        r = await s.run(js("let d = variables.deep, n = 0; while (Array.isArray(d)) { d = d[0]; n++; } return n",
+                           {**CONTEXT, "variables": {"deep": deep}}))  # fmt: skip
+        assert (r.success, r.output) == (True, 300)
+
+
 @pytest.mark.parametrize("language", ["python", "go", "rust", "typescript"])
 async def test_other_languages_need_daytona(sandbox: V8Sandbox, language: str) -> None:
     async with sandbox.session() as s:
