@@ -372,6 +372,9 @@ const __tolstoy_sandbox__ = (() => {
 
   let busy = false;
   let state = null;
+  // The last run was answered at once (settle) and swept after the last of its code ran: nothing
+  // of it can have run since (it left no promise jobs), so the next run need not sweep first.
+  let swept = false;
   // The outcome of a run's state: { error } or { out } (the value as JSON text; undefined: none).
   // Turning a value into JSON may run the code's own toJSON and getters.
   const collect = (s, maxOutput) => {
@@ -414,14 +417,17 @@ const __tolstoy_sandbox__ = (() => {
       return "";
     }
     state = null;
-    return answer(outcome);
+    const text = answer(outcome);
+    swept = true;
+    return text;
   };
   const run = (contextJson, code, expression, maxOutput) => {
     if (busy) throw new TypeErrorType("the sandbox is busy");
     busy = true;
     try {
       state = null;
-      if (!sweep()) return "T";
+      if (!swept && !sweep()) return "T";
+      swept = false;
       touched = false;
       logs = [];
       budget = Math.floor(maxOutput / 2);
