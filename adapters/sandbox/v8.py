@@ -255,13 +255,21 @@ const __tolstoy_sandbox__ = (() => {
   try { hidden.push([].values().map((x) => x), Iterator.from({ next() { return { done: true }; } })); } catch (e) { /* no helpers */ }
   try { const segments = new Intl.Segmenter().segment(""); hidden.push(segments, segments[Symbol.iterator]()); } catch (e) { /* no Intl */ }
   for (const value of hidden) visit(getPrototypeOf(value));
+  // Own properties holding a function constructor, seen on the way (see below).
+  const makers = [];
   for (let i = 0; i < queue.length; i++) {
     const object = queue[i];
     visit(getPrototypeOf(object));
     for (const key of ownKeys(object)) {
       const d = getOwnPropertyDescriptor(object, key);
       if (d === undefined) continue;
-      if ("value" in d) visit(d.value); else { visit(d.get); visit(d.set); }
+      if ("value" in d) {
+        visit(d.value);
+        if (codeMakers.has(d.value)) makers.push([object, key]);
+      } else {
+        visit(d.get);
+        visit(d.set);
+      }
     }
   }
   const tame = (object, key) => {
@@ -292,12 +300,10 @@ const __tolstoy_sandbox__ = (() => {
   }
   // Any other own property holding a function constructor (GeneratorFunction.prototype's
   // "constructor" is read-only, so not tamed above) notes its reading too.
-  for (const object of queue) {
-    for (const key of ownKeys(object)) {
-      const d = getOwnPropertyDescriptor(object, key);
-      if (d !== undefined && "value" in d && d.configurable && codeMakers.has(d.value)) {
-        defineProperty(object, key, { get: touching(d.value), enumerable: d.enumerable, configurable: false });
-      }
+  for (const [object, key] of makers) {
+    const d = getOwnPropertyDescriptor(object, key);
+    if (d !== undefined && "value" in d && d.configurable && codeMakers.has(d.value)) {
+      defineProperty(object, key, { get: touching(d.value), enumerable: d.enumerable, configurable: false });
     }
   }
   const fromAsync = getOwnPropertyDescriptor(Array, "fromAsync");
