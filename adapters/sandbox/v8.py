@@ -617,12 +617,13 @@ def _literal(text: str) -> str:
         return json.dumps(text)
 
 
-_LONG_NUMBER = re.compile(r"\d{20}")  # may be an integer beyond 64 bits, which orjson reads as a float
+# An integer literal that may be beyond orjson's (-2^63 .. 2^64 - 1), which it reads as a float.
+_LONG_NUMBER = re.compile(r"\d{19}")
 
 
 def _loads(text: str) -> Any:
     """JSON from ``JSON.stringify``: orjson, or the ``json`` module where it would read differently
-    (an integer literal beyond 64 bits, as V8 writes 2 ** 64, stays an exact int) or refuses (a
+    (an integer literal beyond 64 bits, as V8 writes 2 ** 64 or -9.3e18, stays an exact int) or refuses (a
     lone surrogate, written ``\\ud800``)."""
     if _LONG_NUMBER.search(text) is None:
         try:

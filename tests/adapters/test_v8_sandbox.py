@@ -469,6 +469,8 @@ async def test_what_orjson_refuses_or_reads_differently_takes_the_json_module(sa
             "int key", "1.1805916207174113e+21", 3, 1, ["__proto__"], True, None, 18446744073709552000, "\udc00",
         ]  # fmt: skip
         assert isinstance(r.output[7], int)
+        r = await s.run(js("return [-9.3e18]"))  # 19 digits, below -2^63: alone in the answer
+        assert r.output == [-9300000000000000000] and isinstance(r.output[0], int)
         deep: Any = 1
         for _ in range(300):  # deeper than orjson writes
             deep = [deep]
