@@ -2,15 +2,10 @@
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
 import functools
-import logging
 import re
 import time
-from collections import deque
-from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
+from collections.abc import Callable
 from types import TracebackType
 from typing import Any, Self
 
@@ -37,13 +32,10 @@ from adapters.persistence.repositories import (
 from application.ports import Change, LeaseLost
 from domain.audit import AuditEvent
 from domain.credentials import ToolCredentials
-from domain.errors import DomainError
 from domain.execution_log import ExecutionLog
 from domain.flow import Flow, FlowVersion
 from domain.organization import ApiKey, User
 from domain.tool import Action, Tool
-
-log = logging.getLogger("tolstoy.persistence")
 
 
 def _tenant(table, entity, resource, *filterable):
@@ -238,16 +230,15 @@ def _renumbered(sql: str, offset: int) -> str:
 
 
 class _Batch:
-    """Write statements held back until commit; reads go straight to a connection, taken from
-    the pool at the first read (a unit of work that only writes holds none until it commits)."""
+    """Write statements held back until commit; reads go straight to the connection."""
 
     dialect = "postgresql"
     batched = True
 
-    def __init__(self, connection: Callable[[], Awaitable[asyncpg.Connection]]) -> None:
-        self._connection = connection
+    def __init__(self, conn: asyncpg.Connection) -> None:
+        self._reads = AsyncpgExecutor(conn)
         self.writes: list[tuple[str, list[Any]]] = []
-        self.fence: tuple[str, str] | None = None  # (execution id, lease owner): see ``_statement``
+        self.fence: tuple[str, str] | None = None  # (execution id, lease owner): see ``statement``
         # Reads answered by the commit: (statement, its arguments, who receives the rows).
         self.at_commits: list[tuple[Compiled, list[Any], Callable[[list[dict[str, Any]]], None]]] = []
 
@@ -261,279 +252,86 @@ class _Batch:
     def clear(self) -> None:
         self.writes, self.fence, self.at_commits = [], None, []
 
-    def take(self) -> _Checkpoint:
-        """What the batch holds, to send; the batch is empty again."""
-        taken = _Checkpoint(self.writes, self.fence, self.at_commits)
-        self.clear()
-        return taken
-
     async def all(self, statement: Any, params: Any = None) -> Any:
-        return await AsyncpgExecutor(await self._connection()).all(statement, params)
+        return await self._reads.all(statement, params)
 
     async def first(self, statement: Any, params: Any = None) -> Any:
-        return await AsyncpgExecutor(await self._connection()).first(statement, params)
+        return await self._reads.first(statement, params)
 
     async def scalar(self, statement: Any) -> Any:
-        return await AsyncpgExecutor(await self._connection()).scalar(statement)
+        return await self._reads.scalar(statement)
 
     async def run(self, statement: Any, params: Any = None) -> int:
         compiled, args = prepare(statement, params)
         self.writes.append((compiled.sql, args))
         return 1  # held back: batched writers do not look at row counts
 
+    def statement(self) -> tuple[str, list[Any]]:
+        """All the writes as one statement (data-modifying CTEs): atomic on its own, one round trip.
 
-@dataclass(slots=True)
-class _Checkpoint:
-    """A batch's writes (with its fence and its reads) on their way to the database."""
+        With a fence, the statement first locks the execution's row if the lease is still the
+        owner's, and divides by the number of rows locked: with none, division by zero aborts the
+        whole statement, its writes included (``commit`` raises ``LeaseLost``). The referenced
+        fence runs before the unreferenced writes (which PostgreSQL completes afterwards)."""
+        if len(self.writes) == 1 and self.fence is None and not self.at_commits:
+            return self.writes[0]
+        parts: list[str] = []
+        args: list[Any] = []
 
-    writes: list[tuple[str, list[Any]]]
-    fence: tuple[str, str] | None
-    at_commits: list[tuple[Compiled, list[Any], Callable[[list[dict[str, Any]]], None]]]
+        def numbered(sql: str, values: list[Any]) -> str:  # its $n placed after the arguments so far
+            offset = len(args)
+            args.extend(values)
+            return _renumbered(sql, offset)
 
-
-def _statement(batches: list[_Checkpoint]) -> tuple[str, list[Any]]:
-    """The writes of one or more batches as one statement (data-modifying CTEs): atomic on its
-    own, one round trip.
-
-    With a fence, the statement first locks the execution's row if the lease is still the
-    owner's, and divides by the number of rows locked: with none, division by zero aborts the
-    whole statement, its writes included (``commit`` raises ``LeaseLost``). The referenced
-    fences run before the unreferenced writes (which PostgreSQL completes afterwards). Each batch
-    gives the answer's next columns: its fence's, then its reads'."""
-    if len(batches) == 1:
-        only = batches[0]
-        if len(only.writes) == 1 and only.fence is None and not only.at_commits:
-            return only.writes[0]
-    parts: list[str] = []
-    columns: list[str] = []
-    args: list[Any] = []
-
-    def numbered(sql: str, values: list[Any]) -> str:  # its $n placed after the arguments so far
-        offset = len(args)
-        args.extend(values)
-        return _renumbered(sql, offset)
-
-    for b, batch in enumerate(batches):
-        name = "" if len(batches) == 1 else str(b)  # one batch: the very statement it always was
-        if batch.fence is not None:
-            fence = numbered(
-                "SELECT id FROM executions WHERE id = $1 AND lease_owner = $2 FOR UPDATE", [*batch.fence]
-            )
-            parts.append(f"fence{name} AS ({fence})")
-            columns.append(f"1 / (SELECT count(*) FROM fence{name})")  # noqa: S608 - names of ours
-        else:
-            columns.append("1")
-        for i, (sql, values) in enumerate(batch.writes):
-            parts.append(f"w{name}{'_' if name else ''}{i} AS ({numbered(sql, values)})")
-        for i, (compiled, values, _) in enumerate(batch.at_commits):
+        if self.fence is not None:
+            args.extend(self.fence)
+            parts.append("fence AS (SELECT id FROM executions WHERE id = $1 AND lease_owner = $2 FOR UPDATE)")
+        for i, (sql, values) in enumerate(self.writes):
+            parts.append(f"w{i} AS ({numbered(sql, values)})")
+        columns = ["1 / (SELECT count(*) FROM fence)" if self.fence is not None else "1"]
+        for i, (compiled, values, _) in enumerate(self.at_commits):
             read = numbered(compiled.sql, values)  # compiled SQL text: the values are parameters
-            alias = f"r{name}{'_' if name else ''}{i}"
-            columns.append(f"(SELECT coalesce(json_agg({alias}), '[]') FROM ({read}) AS {alias})")  # noqa: S608
-    return "WITH " + ", ".join(parts) + " SELECT " + ", ".join(columns), args
-
-
-async def _send(conn: asyncpg.Connection, batches: list[_Checkpoint]) -> None:
-    """Run the batches' statement on ``conn``; hand each read its rows."""
-    sql, args = _statement(batches)
-    reads = [receive for batch in batches for _, _, receive in batch.at_commits]
-    try:
-        if reads:
-            answered = await conn.fetchrow(sql, *args)
-        else:
-            await conn.execute(sql, *args)
-    except asyncpg.IntegrityConstraintViolationError as exc:
-        raise translate(IntegrityError(sql, None, exc), "object") from None
-    except asyncpg.DivisionByZeroError:
-        fences = [batch.fence for batch in batches if batch.fence is not None]
-        if len(fences) != 1:
-            raise
-        raise LeaseLost(*fences[0]) from None
-    if reads:
-        column = 0
-        for batch in batches:
-            column += 1  # the fence's
-            for _, _, receive in batch.at_commits:
-                receive(orjson.loads(answered[column]))
-                column += 1
-
-
-@dataclass(slots=True)
-class _Ticket:
-    batch: _Checkpoint
-    done: asyncio.Future[None]
-
-
-class GroupCommit:
-    """Checkpoints of one process's executions that reach commit together go to PostgreSQL as
-    one statement: one round trip, one transaction and one WAL flush for all of them.
-
-    A checkpoint (a batch with a fence, written without reading first) that arrives while
-    ``flights`` statements are already on their way waits for the next one, which takes every
-    checkpoint waiting by then (up to ``MAX_ARGUMENTS`` parameters); one that arrives with a
-    flight free goes at once, alone, so a lone execution waits for nobody. Each execution
-    still commits each of its steps before any step that depends on it starts: it waits for its
-    own checkpoint's commit, and never has two in one statement.
-
-    If the statement fails in PostgreSQL (a lease lost, a refused reference), nothing of it was
-    committed: each checkpoint is then sent alone, so that each gets its own answer. If the
-    connection fails, every checkpoint of the flight gets that error, as a lone one would."""
-
-    MAX_ARGUMENTS = 30_000  # the protocol allows 32,767 parameters per statement
-
-    def __init__(self, pool: ReadPool, flights: int = 1) -> None:
-        self._pool = pool
-        self._flights = flights
-        self._flying = 0
-        self._waiting: deque[_Ticket] = deque()
-        self._tasks: set[asyncio.Task[None]] = set()
-        self._loop: asyncio.AbstractEventLoop | None = None
-        self.sent = 0  # statements and checkpoints sent: how well they group (tests, benchmarks)
-        self.grouped = 0
-
-    async def commit(self, batch: _Checkpoint) -> None:
-        loop = asyncio.get_running_loop()
-        if loop is not self._loop:  # flights of a loop that is gone (tests) never finish: forget them
-            self._loop, self._flying, self._waiting = loop, 0, deque()
-        ticket = _Ticket(batch, loop.create_future())
-        self._waiting.append(ticket)
-        if self._flying < self._flights:
-            self._flying += 1
-            task = asyncio.ensure_future(self._fly())
-            self._tasks.add(task)
-            task.add_done_callback(self._tasks.discard)
-        try:
-            await ticket.done
-        except asyncio.CancelledError:
-            with contextlib.suppress(ValueError):  # not taken yet: it is not sent
-                self._waiting.remove(ticket)
-            raise
-
-    def _take(self) -> list[_Ticket]:
-        group: list[_Ticket] = []
-        arguments = 0
-        while self._waiting:
-            ticket = self._waiting[0]
-            size = sum(len(values) for _, values in ticket.batch.writes) + 2
-            if group and arguments + size > self.MAX_ARGUMENTS:
-                break
-            self._waiting.popleft()
-            if not ticket.done.done():  # its waiter was cancelled meanwhile
-                group.append(ticket)
-                arguments += size
-        # Checkpoints of one shape in one order: the same few statement texts, prepared once.
-        group.sort(key=lambda t: [sql for sql, _ in t.batch.writes])
-        return group
-
-    async def _fly(self) -> None:
-        """Send what waits, one statement after the other, until nothing waits. Errors reach
-        the checkpoints' waiters, not this task."""
-        try:
-            while self._waiting:
-                group = self._take()
-                if group:
-                    await self._flight(group)
-        except asyncio.CancelledError:  # the process shutting down
-            for ticket in self._waiting:
-                ticket.done.cancel()
-            self._waiting.clear()
-        finally:
-            self._flying -= 1
-
-    async def _flight(self, group: list[_Ticket]) -> None:
-        try:
-            conn = await self._pool.acquire()
-        except Exception as exc:
-            _settle(group, exc)
-            return
-        except BaseException as exc:
-            _settle(group, exc)
-            raise
-        try:
-            await self._send(conn, group)
-        except Exception:  # already handed to each waiter by _send
-            log.debug("a group commit failed", exc_info=True)
-        finally:
-            await self._pool.release(conn)
-
-    async def _send(self, conn: asyncpg.Connection, group: list[_Ticket]) -> None:
-        self.sent += 1
-        self.grouped += len(group)
-        try:
-            await _send(conn, [t.batch for t in group])
-        except (asyncpg.PostgresError, LeaseLost, DomainError, IntegrityError) as exc:
-            if len(group) == 1:
-                _settle(group, exc)
-                return
-            for ticket in group:  # the statement was refused as a whole: each alone
-                try:
-                    await _send(conn, [ticket.batch])
-                except Exception as alone:  # the checkpoint's own answer
-                    _settle([ticket], alone)
-                else:
-                    _settle([ticket], None)
-            return
-        except BaseException as exc:
-            _settle(group, exc)
-            raise
-        else:
-            _settle(group, None)
-
-
-def _settle(group: list[_Ticket], exc: BaseException | None) -> None:
-    for ticket in group:
-        if ticket.done.done():
-            continue
-        if exc is None:
-            ticket.done.set_result(None)
-        elif isinstance(exc, asyncio.CancelledError):
-            ticket.done.cancel()
-        else:
-            ticket.done.set_exception(exc)
+            columns.append(f"(SELECT coalesce(json_agg(r{i}), '[]') FROM ({read}) AS r{i})")  # noqa: S608
+        return "WITH " + ", ".join(parts) + " SELECT " + ", ".join(columns), args
 
 
 class AsyncpgBatchUnitOfWork(AsyncpgReadUnitOfWork):
     """A batched unit of work on PostgreSQL: the writes go at commit as one statement, no BEGIN or
     COMMIT round trips. A statement may not change the same row twice (PostgreSQL would apply only
-    one of the changes), which the engine's checkpoints never do. A checkpoint that read nothing
-    commits through ``group`` (with those of other executions that commit at the same time)."""
+    one of the changes), which the engine's checkpoints never do."""
 
     _batch: _Batch | None = None
 
-    def __init__(self, pool: ReadPool, group: GroupCommit | None = None) -> None:
-        super().__init__(pool)
-        self._group = group
-
-    async def _connection(self) -> asyncpg.Connection:
-        if self._raw is None:
-            self._raw = await self._pool.acquire()
-        return self._raw
-
     async def __aenter__(self) -> Self:
-        self._batch = self._db = _Batch(self._connection)
+        await super().__aenter__()
+        self._batch = self._db = _Batch(self._raw)
         return self
 
-    async def __aexit__(
-        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
-    ) -> None:
-        try:
-            if self._raw is not None:
-                await self._pool.release(self._raw)
-        finally:
-            self._raw = None
-            self._forget_repositories()
-
     async def commit(self) -> None:
-        assert self._batch is not None
-        batch = self._batch.take()
+        assert self._raw is not None and self._batch is not None
+        batch = self._batch
+        reads = batch.at_commits
         if not batch.writes:  # nothing to write: the reads alone
-            conn = await self._connection()
-            for compiled, args, receive in batch.at_commits:
-                receive([compiled.mapping(record) for record in await conn.fetch(compiled.sql, *args)])
+            batch.clear()
+            for compiled, args, receive in reads:
+                receive([compiled.mapping(record) for record in await self._raw.fetch(compiled.sql, *args)])
             return
-        if self._group is not None and self._raw is None and batch.fence is not None and not batch.at_commits:
-            await self._group.commit(batch)
-            return
-        await _send(await self._connection(), [batch])
+        sql, args = batch.statement()
+        fence = batch.fence
+        batch.clear()
+        try:
+            if reads:
+                answered = await self._raw.fetchrow(sql, *args)
+            else:
+                await self._raw.execute(sql, *args)
+        except asyncpg.IntegrityConstraintViolationError as exc:
+            raise translate(IntegrityError(sql, None, exc), "object") from None
+        except asyncpg.DivisionByZeroError:
+            if fence is None:
+                raise
+            raise LeaseLost(*fence) from None
+        for i, (_, _, receive) in enumerate(reads, 1):
+            receive(orjson.loads(answered[i]))
 
     async def rollback(self) -> None:
         if self._batch is not None:
@@ -558,16 +356,13 @@ class SqlUnitOfWorkFactory:
         self.read_pool = read_pool
         self.write_pool = write_pool
         self.heard = heard  # told of the changes announced by this process's units of work
-        self.group = GroupCommit(write_pool) if write_pool is not None else None
 
     def __call__(self, *, read_only: bool = False, batched: bool = False) -> SqlUnitOfWork:
         if not read_only:
             uow: SqlUnitOfWork
             if self.write_pool is not None:
                 uow = (
-                    AsyncpgBatchUnitOfWork(self.write_pool, self.group)
-                    if batched
-                    else AsyncpgUnitOfWork(self.write_pool)
+                    AsyncpgBatchUnitOfWork(self.write_pool) if batched else AsyncpgUnitOfWork(self.write_pool)
                 )
             else:
                 uow = SqlUnitOfWork(self.engine, read_only=False)
