@@ -60,52 +60,61 @@ async def sweep(ctx: dict[str, Any]) -> None:
             )
 
 
-# ARQ's pick-up, one round trip: the job is taken (marked in progress) if nobody has it and it is
-# due - what ARQ's WATCH, EXISTS, ZSCORE, MULTI/PSETEX/EXEC (and UNWATCH when it is taken) do in
-# four or five. KEYS: the job's in-progress key, the queue; ARGV: job id, now (ms, the client's
-# clock, as ARQ compares), in-progress timeout (ms). Answers the job's score, or nil.
-_TAKE = """
-if redis.call('EXISTS', KEYS[1]) == 1 then return false end
-local score = redis.call('ZSCORE', KEYS[2], ARGV[1])
-if not score or tonumber(score) > tonumber(ARGV[2]) then return false end
-redis.call('PSETEX', KEYS[1], ARGV[3], '1')
-return score
+# ARQ's pick-up, one round trip: the first job of the queue that is due and that no worker has is
+# taken (marked in progress, as ARQ's WATCH, EXISTS, ZSCORE, MULTI/PSETEX/EXEC would, in four or
+# five round trips per job tried). KEYS: the queue; ARGV: now (ms, the client's clock, as ARQ
+# compares), in-progress timeout (ms), ARQ's in-progress key prefix, how many due jobs to look at
+# (ARQ's queue_read_limit: jobs stay in the queue while they run). Answers {job id, score} or nil.
+_TAKE_NEXT = """
+local due = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', ARGV[1], 'WITHSCORES', 'LIMIT', 0, tonumber(ARGV[4]))
+for i = 1, #due, 2 do
+  local key = ARGV[3] .. due[i]
+  if redis.call('EXISTS', key) == 0 then
+    redis.call('PSETEX', key, ARGV[2], '1')
+    return {due[i], due[i + 1]}
+  end
+end
+return false
 """
 
 
 class EngineWorker(Worker):
     """ARQ's worker with its job pick-up as one Lua script instead of an optimistic transaction.
 
-    The keys and their meaning are ARQ's own (the in-progress key, its timeout, the queue's
-    scores), so jobs enqueued, aborted or recovered after a crash behave as with ARQ's pick-up.
-    With several workers polling one queue, each tries the same due jobs (a job stays in the
-    queue while it runs): a try that finds the job taken costs one round trip, not four."""
+    ARQ's poll reads the ids of up to ``queue_read_limit`` due jobs, then tries them in order as
+    slots free up; with several workers on one queue, each tries the jobs the others took
+    meanwhile, a wasted transaction each. Here a free slot asks Redis for the first due job
+    nobody has: one round trip per job taken, whatever the number of workers (and one more when
+    nothing is left). The keys and their meaning are ARQ's own (the in-progress key, its
+    timeout, the queue's scores), so jobs enqueued, aborted or recovered after a crash behave as
+    with ARQ's pick-up."""
 
     _take: Any = None
 
     async def start_jobs(self, job_ids: list[bytes]) -> None:
+        """Take up to as many jobs as the poll saw due (ARQ's bound on one poll's pick-up)."""
         if self._take is None:
-            self._take = self.pool.register_script(_TAKE)
+            self._take = self.pool.register_script(_TAKE_NEXT)
         timeout_ms = int(self.in_progress_timeout_s * 1000)
-        for job_id_b in job_ids:
+        for _ in job_ids:
             await self.sem.acquire()
             if self.job_counter >= self.max_jobs:
                 self.sem.release()
                 return
             self.job_counter += 1
-            job_id = job_id_b.decode()
             try:
-                score = await self._take(
-                    keys=[in_progress_key_prefix + job_id, self.queue_name],
-                    args=[job_id, timestamp_ms(), timeout_ms],
+                taken = await self._take(
+                    keys=[self.queue_name],
+                    args=[timestamp_ms(), timeout_ms, in_progress_key_prefix, self.queue_read_limit],
                 )
             except BaseException:
                 self._release_sem_dec_counter_on_complete()
                 raise
-            if score is None:  # taken by another worker, finished, or deferred again
+            if not taken:  # nothing due that nobody has
                 self._release_sem_dec_counter_on_complete()
-                continue
-            task = self.loop.create_task(self.run_job(job_id, int(float(score))))
+                return
+            job_id = taken[0].decode()
+            task = self.loop.create_task(self.run_job(job_id, int(float(taken[1]))))
             task.add_done_callback(lambda _: self._release_sem_dec_counter_on_complete())
             self.tasks[job_id] = task
 

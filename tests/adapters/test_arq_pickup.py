@@ -90,3 +90,38 @@ async def test_a_job_is_taken_only_when_due_and_not_in_progress(pool: Any) -> No
     assert ran == ["due"]
     assert w.job_counter == 0
     assert await redis.zscore(queue, later) > now
+
+
+async def test_a_free_slot_takes_the_first_due_job_nobody_has_whatever_the_poll_saw(pool: Any) -> None:
+    """The ids a poll read go stale as other workers take them: a free slot asks Redis for the
+    first due job that no worker has, one round trip per job taken (and one to find none left)."""
+    redis, queue = pool
+    ran: list[str] = []
+    w = worker(redis, queue, ran)
+    first, second, third, later = (f"{queue}-{name}" for name in ("first", "second", "third", "later"))
+    for job, name in ((first, "first"), (second, "second"), (third, "third")):
+        assert await redis.enqueue_job("job", name, _job_id=job, _queue_name=queue)
+    assert await redis.enqueue_job("job", "later", _job_id=later, _queue_name=queue, _defer_by=60)
+    now = timestamp_ms()
+    await redis.zadd(queue, {first: now - 3, second: now - 2, third: now - 1})  # their order in the queue
+    await redis.psetex(in_progress_key_prefix + first, 60_000, b"1")  # another worker has it
+
+    await w.start_jobs([b"taken-by-another-worker-meanwhile"])  # the poll saw one due job
+    assert set(w.tasks) == {second}  # not the stale id, not `first`: the first due job nobody has
+
+    calls = 0
+    take = w._take
+
+    async def counted(**kwargs: Any) -> Any:
+        nonlocal calls
+        calls += 1
+        return await take(**kwargs)
+
+    w._take = counted
+    await w.start_jobs([b"a", b"b", b"c"])  # room for three: one is left, then none
+    assert set(w.tasks) == {second, third}
+    assert calls == 2
+    await asyncio.gather(*w.tasks.values())
+    assert sorted(ran) == ["second", "third"]
+    assert w.job_counter == 0
+    assert await redis.zscore(queue, later) > now  # not due: still waiting

@@ -429,13 +429,18 @@ def pg_commit_rate(db_url: str, seconds: float) -> dict[str, float]:
     return asyncio.run(run())
 
 
-def noop_worker_main(redis_url: str, queue: str, concurrency: int, ready: Path, out: Path) -> int:
+def noop_worker_main(
+    redis_url: str, queue: str, concurrency: int, ready: Path, out: Path, engine: bool = False
+) -> int:
     """A bare ARQ worker, as `tolstoy worker` configures it (poll_delay 0.05, keep_result 0,
     max_jobs = concurrency), running a no-op job; in burst mode, it exits when the queue is empty.
+    ``engine``: the worker class of `tolstoy worker` (its one-script pick-up) instead of ARQ's.
     Writes the time of its first job start and last job end."""
     from arq import Worker
     from arq.connections import RedisSettings
     from arq.worker import func
+
+    from adapters.engine.arq_worker import EngineWorker
 
     seen: dict[str, float] = {"jobs": 0}
 
@@ -448,7 +453,7 @@ def noop_worker_main(redis_url: str, queue: str, concurrency: int, ready: Path, 
     async def startup(_ctx: dict[str, Any]) -> None:
         ready.write_text(str(os.getpid()))
 
-    worker = Worker(
+    worker = (EngineWorker if engine else Worker)(
         functions=[func(noop, name="noop", keep_result=0)],
         redis_settings=RedisSettings.from_dsn(redis_url),
         queue_name=queue,
@@ -465,7 +470,13 @@ def noop_worker_main(redis_url: str, queue: str, concurrency: int, ready: Path, 
 
 
 def arq_noop_throughput(
-    procs: Processes, work: Path, redis_url: str, jobs: int, processes: int, concurrency: int
+    procs: Processes,
+    work: Path,
+    redis_url: str,
+    jobs: int,
+    processes: int,
+    concurrency: int,
+    engine: bool = False,
 ) -> dict[str, float]:
     """N no-op jobs enqueued (deferred, so the workers start first), then made due at once; jobs/s
     from that moment to the last job's end, over ``processes`` bare ARQ worker processes."""
@@ -494,7 +505,8 @@ def arq_noop_throughput(
     asyncio.run(enqueue())
     workers = []
     for i in range(processes):
-        ready, out = work / f"noop-{processes}-{i}.ready", work / f"noop-{processes}-{i}.json"
+        name = f"noop-{'engine-' if engine else ''}{processes}-{i}"
+        ready, out = work / f"{name}.ready", work / f"{name}.json"
         command = [
             sys.executable,
             "-m",
@@ -505,8 +517,9 @@ def arq_noop_throughput(
             str(concurrency),
             str(ready),
             str(out),
+            *(["engine"] if engine else []),
         ]
-        workers.append((procs.start(f"arq-noop-{processes}p-{i}", command, clean_env(), REPO), ready, out))
+        workers.append((procs.start(f"arq-{name}", command, clean_env(), REPO), ready, out))
     deadline = time.monotonic() + START_TIMEOUT
     for proc, ready, _ in workers:
         while not ready.exists():
@@ -807,6 +820,7 @@ class Results:
     pg: dict[str, str] = field(default_factory=dict)
     commits: dict[str, float] = field(default_factory=dict)
     noop: dict[int, dict[str, Any]] = field(default_factory=dict)
+    noop_engine: dict[str, Any] = field(default_factory=dict)
     embedded: Sequential | None = None
     production: Sequential | None = None
     burst: Burst | None = None  # the best round of (2a)
@@ -897,6 +911,11 @@ def run(args: argparse.Namespace, work: Path, procs: Processes) -> Results:
             res.noop[processes] = arq_noop_throughput(
                 procs, work, redis_url, args.noop_jobs, processes, args.concurrency
             )
+        print("- the same no-op jobs, 2 processes of Tolstoy's worker class (its pick-up)", flush=True)
+        flush_redis(redis_url)
+        res.noop_engine = arq_noop_throughput(
+            procs, work, redis_url, args.noop_jobs, 2, args.concurrency, engine=True
+        )
 
         # production: PostgreSQL (migrated by `tolstoy migrate`), ARQ on Redis, `tolstoy worker`
         flush_redis(redis_url)
@@ -1084,6 +1103,12 @@ def report(args: argparse.Namespace, res: Results) -> int:
             f"  ARQ no-op jobs, {processes} process(es) x max_jobs {args.concurrency}: "
             f"{r['jobs_per_s']:7.0f} jobs/s  (jobs per process {r['per_process']})"
         )
+    if res.noop_engine:
+        r = res.noop_engine
+        print(
+            f"  the same, 2 processes of `tolstoy worker`'s class (one-script pick-up): "
+            f"{r['jobs_per_s']:7.0f} jobs/s  (jobs per process {r['per_process']})"
+        )
 
     print()
     print(f"(1) {args.steps}-step chain of data_transform steps, one execution at a time")
@@ -1225,7 +1250,8 @@ def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     if argv[:1] == ["--noop-worker"]:  # the bare ARQ worker process this benchmark starts
         redis_url, queue, concurrency, ready, out = argv[1:6]
-        return noop_worker_main(redis_url, queue, int(concurrency), Path(ready), Path(out))
+        engine = argv[6:7] == ["engine"]
+        return noop_worker_main(redis_url, queue, int(concurrency), Path(ready), Path(out), engine)
     parser = argparse.ArgumentParser(description="Tolstoy engine: per-step latency and step throughput")
     parser.add_argument("--quick", action="store_true", help="small sizes: a smoke test")
     parser.add_argument("--steps", type=int, help="steps of the sequential chain (40; quick 10)")
