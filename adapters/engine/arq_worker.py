@@ -62,17 +62,23 @@ async def sweep(ctx: dict[str, Any]) -> None:
 
 # ARQ's pick-up, one round trip: the first job of the queue that is due and that no worker has is
 # taken (marked in progress, as ARQ's WATCH, EXISTS, ZSCORE, MULTI/PSETEX/EXEC would, in four or
-# five round trips per job tried). KEYS: the queue; ARGV: now (ms, the client's clock, as ARQ
-# compares), in-progress timeout (ms), ARQ's in-progress key prefix, how many due jobs to look at
-# (ARQ's queue_read_limit: jobs stay in the queue while they run). Answers {job id, score} or nil.
-_TAKE_NEXT = """
-local due = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', ARGV[1], 'WITHSCORES', 'LIMIT', 0, tonumber(ARGV[4]))
-for i = 1, #due, 2 do
-  local key = ARGV[3] .. due[i]
-  if redis.call('EXISTS', key) == 0 then
-    redis.call('PSETEX', key, ARGV[2], '1')
-    return {due[i], due[i + 1]}
+# five round trips per job tried). Jobs stay in the queue while they run, so the due jobs are read
+# a page at a time, past those in progress, up to PAGES pages. KEYS: the queue; ARGV: now (ms, the
+# client's clock, as ARQ compares), in-progress timeout (ms), ARQ's in-progress key prefix, the
+# page size (ARQ's queue_read_limit). Answers {job id, score} or nil.
+PAGES = 20
+_TAKE_NEXT = f"""
+local page = tonumber(ARGV[4])
+for offset = 0, ({PAGES} - 1) * page, page do
+  local due = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', ARGV[1], 'WITHSCORES', 'LIMIT', offset, page)
+  for i = 1, #due, 2 do
+    local key = ARGV[3] .. due[i]
+    if redis.call('EXISTS', key) == 0 then
+      redis.call('PSETEX', key, ARGV[2], '1')
+      return {{due[i], due[i + 1]}}
+    end
   end
+  if #due < 2 * page then return false end
 end
 return false
 """
@@ -83,9 +89,11 @@ class EngineWorker(Worker):
 
     ARQ's poll reads the ids of up to ``queue_read_limit`` due jobs, then tries them in order as
     slots free up; with several workers on one queue, each tries the jobs the others took
-    meanwhile, a wasted transaction each. Here a free slot asks Redis for the first due job
-    nobody has: one round trip per job taken, whatever the number of workers (and one more when
-    nothing is left). The keys and their meaning are ARQ's own (the in-progress key, its
+    meanwhile, a wasted transaction each, and once more than ``queue_read_limit`` jobs run (they
+    stay in the queue meanwhile) it sees none of the due jobs behind them. Here a free slot asks
+    Redis for the first due job nobody has, looking past up to ``PAGES`` x ``queue_read_limit``
+    jobs in progress: one round trip per job taken, whatever the number of workers (and one more
+    when nothing is left). The keys and their meaning are ARQ's own (the in-progress key, its
     timeout, the queue's scores), so jobs enqueued, aborted or recovered after a crash behave as
     with ARQ's pick-up."""
 

@@ -37,7 +37,13 @@ async def pool() -> Any:
 
 
 def worker(
-    redis: ArqRedis, queue: str, ran: list[str], *, max_jobs: int = 5, burst: bool = False
+    redis: ArqRedis,
+    queue: str,
+    ran: list[str],
+    *,
+    max_jobs: int = 5,
+    burst: bool = False,
+    queue_read_limit: int | None = None,
 ) -> EngineWorker:
     async def job(ctx: dict[str, Any], name: str) -> None:
         ran.append(name)
@@ -52,6 +58,7 @@ def worker(
         poll_delay=0.01,
         burst=burst,
         handle_signals=False,
+        queue_read_limit=queue_read_limit,
     )
 
 
@@ -125,3 +132,25 @@ async def test_a_free_slot_takes_the_first_due_job_nobody_has_whatever_the_poll_
     assert sorted(ran) == ["second", "third"]
     assert w.job_counter == 0
     assert await redis.zscore(queue, later) > now  # not due: still waiting
+
+
+async def test_the_due_jobs_behind_more_running_ones_than_a_poll_reads_are_taken(pool: Any) -> None:
+    """Jobs stay in the queue while they run: with more of them running than a poll reads
+    (``queue_read_limit``), the free ones behind them are still found."""
+    redis, queue = pool
+    ran: list[str] = []
+    w = worker(redis, queue, ran, queue_read_limit=2)
+    now = timestamp_ms()
+    running = [f"{queue}-running{i}" for i in range(5)]
+    free = f"{queue}-free"
+    for i, job in enumerate([*running, free]):
+        assert await redis.enqueue_job("job", job.rsplit("-", 1)[1], _job_id=job, _queue_name=queue)
+        await redis.zadd(queue, {job: now - 10 + i})  # the running ones first
+    for job in running:
+        await redis.psetex(in_progress_key_prefix + job, 60_000, b"1")  # other workers have them
+
+    await w.start_jobs([r.encode() for r in running[:2]])  # what a poll of two reads: all taken
+
+    assert set(w.tasks) == {free}
+    await asyncio.gather(*w.tasks.values())
+    assert ran == ["free"]
