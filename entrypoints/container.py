@@ -93,7 +93,11 @@ def _sandbox(settings: Settings) -> Sandbox:
             sync_timeout_ms=settings.daytona_sync_timeout_ms,
             async_timeout_ms=settings.daytona_async_timeout_ms,
         )
-    limits = {"memory_mb": settings.sandbox_memory_mb, "default_timeout_ms": settings.sandbox_timeout_ms}
+    limits = {
+        "memory_mb": settings.sandbox_memory_mb,
+        "default_timeout_ms": settings.sandbox_timeout_ms,
+        "warm_max": settings.sandbox_warm_isolates,
+    }
     if settings.sandbox_isolation == "thread":  # in this process: faster to start, but V8 aborts take it down
         from adapters.sandbox.v8 import V8Sandbox
 

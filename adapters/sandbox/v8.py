@@ -882,7 +882,7 @@ class V8Sandbox:
         max_output_bytes: int = 1_048_576,
         clock: Clock | None = None,
         warm_per_scope: int = 16,
-        warm_max: int = 16,
+        warm_max: int = 64,
     ) -> None:
         self.memory_mb = memory_mb
         self.default_timeout_ms = default_timeout_ms  # for runs that do not give a timeout of their own
@@ -895,8 +895,10 @@ class V8Sandbox:
         self._abandoned = 0
         self._abandoned_lock = threading.Lock()
         # Clean isolates kept between sessions of the same scope (tenant), never lent to another:
-        # making one costs ~5 ms of CPU, more than the steps of a short execution. Each kept one
-        # holds ~3.3 MB, so at most ``warm_max`` are kept (least recently used scopes go first).
+        # making one costs ~12 ms of CPU (~3 to make, ~8.5 to lock down), more than the steps of
+        # a short execution. Each kept one holds ~3.3 MB, so at most ``warm_max`` are kept (least
+        # recently used scopes go first): with more tenants running code at once than that, their
+        # sessions make isolates (tests/perf/bench_engine.py --burst-tenants shows the cost).
         self._warm: OrderedDict[str, list[_Isolate]] = OrderedDict()
         self.warm_per_scope = warm_per_scope
         self.warm_max = warm_max

@@ -104,6 +104,12 @@ def test_the_engine_and_the_sandbox_are_chosen_from_settings(tmp_path: Path) -> 
     assert isinstance(embedded.scheduler(), InProcessScheduler)
     assert isinstance(embedded.sandbox(), ProcessV8Sandbox)  # V8 aborts cannot take the server down
     assert isinstance(build_container(settings(SANDBOX_ISOLATION="thread")).sandbox(), V8Sandbox)
+    assert embedded.sandbox().warm_max == 64  # warm isolates per sandbox process
+    assert build_container(settings(SANDBOX_WARM_ISOLATES="200")).sandbox().warm_max == 200
+    assert (
+        build_container(settings(SANDBOX_ISOLATION="thread", SANDBOX_WARM_ISOLATES="0")).sandbox().warm_max
+        == 0
+    )
     assert embedded.advance().worker_id.startswith("embedded@")
     production = build_container(settings(DATABASE_URL="postgresql://u@h/db", REDIS_URL="redis://h:6379/0"))
     assert isinstance(production.scheduler(), ArqScheduler)

@@ -353,6 +353,29 @@ async def test_two_sessions_cannot_see_each_other(sandbox: V8Sandbox) -> None:
     assert r.output == ["undefined", "{}"]
 
 
+async def test_warm_isolates_are_kept_up_to_warm_max_for_the_tenants_that_ran_last() -> None:
+    sandbox = V8Sandbox(memory_mb=32, default_timeout_ms=2000, warm_max=2)
+    try:
+        for tenant in ("org-a", "org-b", "org-c"):
+            async with sandbox.session(tenant) as s:
+                assert (await s.run(js("return 1"))).success
+        assert {t: len(kept) for t, kept in sandbox._warm.items()} == {"org-b": 1, "org-c": 1}
+        async with sandbox.session("org-b") as s:  # org-b's isolate, taken and handed back: b is now
+            assert (await s.run(js("return 1"))).success  # the most recent, c the one to go first
+        async with sandbox.session("org-d") as s:
+            assert (await s.run(js("return 1"))).success
+        assert {t: len(kept) for t, kept in sandbox._warm.items()} == {"org-b": 1, "org-d": 1}
+    finally:
+        await sandbox.aclose()
+    none_kept = V8Sandbox(memory_mb=32, default_timeout_ms=2000, warm_max=0)
+    try:
+        async with none_kept.session("org-a") as s:
+            assert (await s.run(js("return 1"))).success
+        assert not none_kept._warm
+    finally:
+        await none_kept.aclose()
+
+
 async def test_a_tenant_reuses_clean_isolates_and_no_other_tenant_gets_them(sandbox: V8Sandbox) -> None:
     acme = {**CONTEXT, "variables": {"token": "acme-only"}}
     async with sandbox.session("org-acme") as s:

@@ -13,6 +13,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import itertools
 import json
 import os
 import platform
@@ -111,6 +112,15 @@ class Proc:
     def memory_mb(self) -> tuple[float, float]:
         info = psutil.Process(self.pid).memory_full_info()
         return info.rss / 2**20, info.uss / 2**20
+
+    def children_memory_mb(self) -> tuple[float, float]:
+        """RSS and USS of its child processes (the V8 sandbox's), summed."""
+        rss = uss = 0.0
+        for child in psutil.Process(self.pid).children(recursive=True):
+            with contextlib.suppress(psutil.Error):
+                info = child.memory_full_info()
+                rss, uss = rss + info.rss / 2**20, uss + info.uss / 2**20
+        return rss, uss
 
     def connected_to(self, port: int) -> bool:
         with contextlib.suppress(psutil.Error):
@@ -625,21 +635,25 @@ class Burst:
 
 
 async def _submit_all(
-    base_url: str, headers: dict[str, str], flow_id: str, n: int, width: int
+    base_url: str, targets: list[tuple[dict[str, str], str]], n: int, width: int
 ) -> tuple[float, list[str], list[str]]:
     """``n`` POST /flows/{id}/execute over ``width`` keep-alive connections, on raw asyncio
     streams (as tests/perf/loadgen.py does): httpx's client cost this process ~7 ms of CPU per
-    request, a quarter of the machine taken from the engine while it submitted."""
+    request, a quarter of the machine taken from the engine while it submitted. ``targets``:
+    (tenant's headers, flow id), taken in turn."""
     from urllib.parse import urlsplit
 
     url = urlsplit(base_url)
     body = b'{"variables":{}}'
-    head = (
-        f"POST /flows/{flow_id}/execute HTTP/1.1\r\nHost: {url.netloc}\r\n"
-        + "".join(f"{k}: {v}\r\n" for k, v in headers.items())
-        + f"Content-Type: application/json\r\nContent-Length: {len(body)}\r\n\r\n"
-    ).encode()
-    request = head + body
+    requests = [
+        (
+            f"POST /flows/{flow_id}/execute HTTP/1.1\r\nHost: {url.netloc}\r\n"
+            + "".join(f"{k}: {v}\r\n" for k, v in headers.items())
+            + f"Content-Type: application/json\r\nContent-Length: {len(body)}\r\n\r\n"
+        ).encode()
+        + body
+        for headers, flow_id in targets
+    ]
     ids: list[str] = []
     errors: list[str] = []
     first: list[float] = []
@@ -652,7 +666,7 @@ async def _submit_all(
                 remaining[0] -= 1
                 if not first:
                     first.append(time.time())
-                writer.write(request)
+                writer.write(requests[remaining[0] % len(requests)])
                 status_line = await reader.readline()
                 length = 0
                 while (line := await reader.readline()) not in (b"\r\n", b""):
@@ -684,7 +698,7 @@ def _run(coroutine: Any) -> Any:
 
 def burst(
     base_url: str,
-    headers: dict[str, str],
+    tenants: list[dict[str, str]],
     executions: int,
     steps: int,
     width: int,
@@ -697,14 +711,15 @@ def burst(
     submit to the last execution's finishedAt. With ``paused`` (the workers), they are stopped
     (SIGSTOP) while the executions are submitted and continued after, so the figure is the
     engine's own: the queue of ``executions`` drained, free of the API's and client's pace; the
-    CPU figures then cover the drain only. Every burst is ``headers``' tenant's, on a new flow."""
-    flow_id = create_flow(base_url, headers, chain_flow(f"Chain of {steps}", steps, 1000))
+    CPU figures then cover the drain only. Every burst is on a new flow of each of ``tenants``
+    (their headers), submitted to in turn."""
+    targets = [(h, create_flow(base_url, h, chain_flow(f"Chain of {steps}", steps, 1000))) for h in tenants]
     out = Burst(executions, steps, paused=bool(paused))
     if paused:
         for proc in paused:
             os.kill(proc.pid, signal.SIGSTOP)
         try:
-            first, ids, errors = _run(_submit_all(base_url, headers, flow_id, executions, width))
+            first, ids, errors = _run(_submit_all(base_url, targets, executions, width))
         finally:
             for proc in paused:
                 os.kill(proc.pid, signal.SIGCONT)
@@ -731,19 +746,28 @@ def burst(
             first, ids, errors, out.submit_s = submitted
             first = time.time()  # the drain starts now
         else:
-            first, ids, errors = _run(_submit_all(base_url, headers, flow_id, executions, width))
+            first, ids, errors = _run(_submit_all(base_url, targets, executions, width))
             out.submit_s = time.time() - first
         out.errors = len(errors)
         for sample in errors[:5]:
             print(f"!!! submit error: {sample}", flush=True)
         deadline = time.monotonic() + max(120.0, executions * steps * 0.02)
-        with httpx.Client(base_url=base_url, headers=headers, timeout=30) as client:
+        with httpx.Client(base_url=base_url, timeout=30) as client:
             while True:
                 open_ = 0
-                for status in ("queued", "running"):
-                    answer = client.get(f"/flows/{flow_id}/executions", params={"status": status, "limit": 1})
-                    answer.raise_for_status()
-                    open_ += len(answer.json())
+                for headers, flow_id in targets:  # open executions, flow after flow, until one is seen
+                    for status in ("queued", "running"):
+                        answer = client.get(
+                            f"/flows/{flow_id}/executions",
+                            params={"status": status, "limit": 1},
+                            headers=headers,
+                        )
+                        answer.raise_for_status()
+                        open_ += len(answer.json())
+                        if open_:
+                            break
+                    if open_:
+                        break
                 members = queue.zrange(QUEUE, 0, -1)  # which advance jobs wait, by job id
                 out.queue_max = max(out.queue_max, len(members))
                 jobs_seen.update(m for m in members if m.startswith(b"advance:"))  # not the cron's sweeps
@@ -771,12 +795,14 @@ def burst(
     out.sweep_jobs_seen = sum(1 for job in jobs_seen if b":s" in job)  # advance:{id}:s{bucket}
 
     finished_at = []
-    with httpx.Client(base_url=base_url, headers=headers, timeout=60) as client:
-        for status in ("completed", "failed", "cancelled"):
+    with httpx.Client(base_url=base_url, timeout=60) as client:
+        for (headers, flow_id), status in itertools.product(targets, ("completed", "failed", "cancelled")):
             offset = 0
             while True:
                 answer = client.get(
-                    f"/flows/{flow_id}/executions", params={"status": status, "limit": 500, "offset": offset}
+                    f"/flows/{flow_id}/executions",
+                    params={"status": status, "limit": 500, "offset": offset},
+                    headers=headers,
                 )
                 answer.raise_for_status()
                 page = answer.json()
@@ -938,6 +964,7 @@ def run(args: argparse.Namespace, work: Path, procs: Processes) -> Results:
             "DIRECT_URL": served_url,
             "REDIS_URL": redis_url,
             "TOLSTOY_DATA_DIR": str(prod_dir),
+            **dict(item.split("=", 1) for item in args.worker_env),
         }
         print(f"- migrating {db_url.rsplit('/', 1)[1]} with `tolstoy migrate`", flush=True)
         done = subprocess.run(
@@ -990,10 +1017,12 @@ def run(args: argparse.Namespace, work: Path, procs: Processes) -> Results:
         ]
         for w in workers:
             wait_connected(w, redis_port)
-        # One tenant for every burst, warmed up first: the figure is the steady state, not the
-        # making of a new tenant's isolates (~16 per worker, each several ms of CPU).
-        tenant = new_tenant(url, "Bench burst")
-        warm_up(url, tenant, 4 * args.concurrency, args.burst_steps)
+        # The same tenants for every burst, warmed up first: the figure is the steady state, not the
+        # making of a new tenant's isolates (~16 per worker, each several ms of CPU). With more
+        # tenants than a V8 child keeps warm isolates for, making isolates is the steady state.
+        tenants = [new_tenant(url, f"Bench burst {i}") for i in range(args.burst_tenants)]
+        for tenant in tenants:
+            warm_up(url, tenant, max(2, 4 * args.concurrency // len(tenants)), args.burst_steps)
         for w in workers:
             w.check_alive()
             if not args.pg_socket and not w.connected_to(pg_port):
@@ -1004,7 +1033,7 @@ def run(args: argparse.Namespace, work: Path, procs: Processes) -> Results:
             for _ in range(args.burst_rounds):
                 together = burst(
                     url,
-                    tenant,
+                    tenants,
                     args.executions,
                     args.burst_steps,
                     args.submit_concurrency,
@@ -1013,7 +1042,7 @@ def run(args: argparse.Namespace, work: Path, procs: Processes) -> Results:
                     redis_url,
                 )
                 drained = burst(
-                    url, tenant, args.executions, args.burst_steps, args.submit_concurrency, parties, db_url,
+                    url, tenants, args.executions, args.burst_steps, args.submit_concurrency, parties, db_url,
                     redis_url, paused=workers,
                 )  # fmt: skip
                 res.rounds.append((together, drained))
@@ -1025,6 +1054,8 @@ def run(args: argparse.Namespace, work: Path, procs: Processes) -> Results:
             w.check_alive()  # a worker that died during the burst makes the figures meaningless
             rss, uss = w.memory_mb()
             res.memory.append((f"tolstoy {w.name} (after the burst)", rss, uss))
+            rss, uss = w.children_memory_mb()
+            res.memory.append(("  its V8 sandbox process (after the burst)", rss, uss))
         rss, uss = api.memory_mb()
         res.memory.append(("tolstoy serve (production API, after the burst)", rss, uss))
         procs.stop_all()
@@ -1165,6 +1196,8 @@ def report(args: argparse.Namespace, res: Results) -> int:
         print(
             f"(2{'b' if b.paused else 'a'}) {b.executions} executions of a {b.steps}-step chain {how}, "
             f"2 worker processes x --concurrency {args.concurrency}"
+            + (f", spread over {args.burst_tenants} organizations" if args.burst_tenants > 1 else "")
+            + "".join(f", {item}" for item in args.worker_env)
         )
         since = "the workers were continued" if b.paused else "the first submit"
         print(
@@ -1257,6 +1290,20 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--steps", type=int, help="steps of the sequential chain (40; quick 10)")
     parser.add_argument("--runs", type=int, help="measured runs per mode, after one warm-up (10; quick 3)")
     parser.add_argument("--executions", type=int, help="executions in the burst (500; quick 50)")
+    parser.add_argument(
+        "--burst-tenants",
+        type=int,
+        default=1,
+        help="organizations the burst's executions are spread over, in turn (1): beyond the warm "
+        "isolates a V8 child keeps (SANDBOX_WARM_ISOLATES), runs make isolates",
+    )
+    parser.add_argument(
+        "--worker-env",
+        action="append",
+        default=[],
+        metavar="NAME=VALUE",
+        help="environment of the production API and workers, to try a setting (e.g. SANDBOX_WARM_ISOLATES=64)",
+    )
     parser.add_argument(
         "--pg-socket",
         metavar="DIR",
