@@ -7,7 +7,9 @@ One call: take the execution's lease (no other worker advances it meanwhile; the
 this worker dies) -> admit it if it was queued (per-flow and per-organization slots) -> repeatedly
 plan, write the step starts and the results of finished steps in one checkpoint (``run``), then run
 the started steps concurrently. A step's result is committed before any step that depends on it
-starts; a side-effect-free step's start is written with its result unless it runs long.
+is recorded as started; a side-effect-free step's start is written with its result unless it runs
+long, and it may compute while the checkpoint before it commits (see ``run``); any other step runs
+only once its start is committed.
 A delay or a waiting retry ends the call with a wake-up time: no worker waits for it.
 """
 

@@ -4,10 +4,12 @@ once it holds the execution's lease.
 Each turn: record the steps that finished (state, log row, event), complete delays that are due,
 plan, start the ready steps -- all in one (batched) transaction -- then run the started steps
 concurrently and wait for the first to finish, the next wake-up, the flow's deadline or a cancel.
-A step's result is committed before any step that depends on it starts. With nothing running and
-only future wake-ups left, the loop ends and hands back the wake-up time: no worker waits for it.
+A step's result is committed before any step that depends on it is recorded as started, or runs if
+it has side effects. With nothing running and only future wake-ups left, the loop ends and hands back the wake-up time: no worker waits for it.
 Steps without side effects (DEFERRED_START) have their start written with their result, in the
-same checkpoint, unless they run longer than START_RECORD_AFTER.
+same checkpoint, unless they run longer than START_RECORD_AFTER, and they begin computing while the
+checkpoint that made them ready commits (a refused or failed commit stops the run, dropping what
+they computed): a chain of them overlaps each commit's round trip with the next step's run.
 """
 
 from __future__ import annotations
@@ -253,9 +255,18 @@ class ExecutionRun:
                     )
                     await uow.commit()
                     return Advanced(wake_at=wake)
+                # A step without side effects starts computing while this checkpoint commits
+                # (nothing of it is written before its result, which waits for this commit:
+                # should the commit fail, the run stops and the result is dropped unseen).
+                # Any other step starts once its start is committed.
+                runnable = [s for s in started if s is not None]
+                for step in runnable:
+                    if step.type in DEFERRED_START:
+                        self.tasks[step.id] = asyncio.create_task(self._execute(step, sandbox))
                 await uow.commit()
-            for step in (s for s in started if s is not None):
-                self.tasks[step.id] = asyncio.create_task(self._execute(step, sandbox))
+            for step in runnable:
+                if step.id not in self.tasks:
+                    self.tasks[step.id] = asyncio.create_task(self._execute(step, sandbox))
             if not self.tasks and again:
                 continue  # the steps held back from this checkpoint start in the next
             if not self.tasks:

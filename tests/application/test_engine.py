@@ -767,6 +767,141 @@ async def test_a_worker_that_lost_its_lease_writes_nothing_more(
     assert await engine.events(ctx, e.id) == events_before
 
 
+class SlowCommits:
+    """The engine's units of work, each commit 50 ms longer: ``committing`` tells whether one is
+    under way (what a step saw when it ran)."""
+
+    def __init__(self, factory: Any) -> None:
+        self.factory = factory
+        self.committing = 0
+
+    def __call__(self, **kwargs: Any) -> Any:
+        return _SlowUnitOfWork(self, self.factory(**kwargs))
+
+
+class _SlowUnitOfWork:
+    def __init__(self, slow: SlowCommits, inner: Any) -> None:
+        self._slow, self._inner, self._entered = slow, inner, None
+
+    async def __aenter__(self) -> _SlowUnitOfWork:
+        self._entered = await self._inner.__aenter__()
+        return self
+
+    async def __aexit__(self, *exc: Any) -> None:
+        await self._inner.__aexit__(*exc)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._entered, name)
+
+    async def commit(self) -> None:
+        self._slow.committing += 1
+        try:
+            await asyncio.sleep(0.05)
+            await self._entered.commit()
+        finally:
+            self._slow.committing -= 1
+
+
+async def test_a_pure_step_computes_while_the_checkpoint_before_it_commits(
+    engine: Engine, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A step without side effects starts computing while the checkpoint that records the step
+    before it commits (its own start is written with its result, so nothing of it shows earlier);
+    any other step starts once its start is committed."""
+    slow = SlowCommits(engine.advance.uow)
+    monkeypatch.setattr(engine.advance, "uow", slow)
+    ctx = await engine.tenant()
+    seen: dict[str, int] = {}
+
+    def noting(name: str):
+        def step(c: dict) -> str:
+            seen[name] = slow.committing
+            return name
+
+        return step
+
+    for name in ("first", "second"):
+        engine.sandbox.define(name, noting(name))
+
+    def hook(request: Any, n: int) -> tuple[int, Any]:
+        seen["call"] = slow.committing
+        return 200, {"ok": True}
+
+    engine.http.route("http://api.test/hook", hook)
+    steps = [
+        transform("first", "first"),
+        transform("second", "second"),
+        {"id": "call", "type": "http_request", "config": {"url": "http://api.test/hook", "method": "POST"}},
+    ]
+    flow = await engine.flows.create(ctx, name="Overlap", steps=steps)
+    e = (await engine.executions.start(ctx, flow.id, {})).execution
+    view = await engine.finished(ctx, flow.id, e.id)
+    assert view.execution.status == "completed"
+    assert view.execution.outputs["second"] == "second"
+    # "second" ran while the checkpoint recording "first" was being committed. ("first" also ran
+    # while one was: the admission's.)
+    assert seen["second"] == 1
+    # The HTTP step was sent once its start (attempt, idempotency key) was committed.
+    assert seen["call"] == 0
+    (request,) = engine.http.sent
+    assert request.headers["Idempotency-Key"] == f"{e.id}:call"
+    assert await engine.logs(ctx, flow.id, e.id) == [
+        ("first", "completed"), ("second", "completed"), ("call", "completed")
+    ]  # fmt: skip
+
+
+async def test_a_refused_checkpoint_drops_the_result_computed_meanwhile(
+    engine: Engine, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """When the checkpoint a pure step started alongside is refused (the lease was lost
+    meanwhile), the run stops and the result that step computed is written nowhere."""
+    from application.engine import run
+
+    monkeypatch.setattr(run, "START_RECORD_AFTER", timedelta(minutes=5))
+    monkeypatch.setattr(engine.advance, "uow", SlowCommits(engine.advance.uow))
+    ctx = await engine.tenant()
+    release = asyncio.Event()
+    computed: list[Any] = []
+
+    async def stalled(c: dict) -> str:
+        await release.wait()
+        return "late"
+
+    def after(c: dict) -> str:
+        computed.append(c["stepOutputs"].get("stalled"))
+        return "after"
+
+    engine.sandbox.define("stalled", stalled)
+    engine.sandbox.define("after", after)
+    flow = await engine.flows.create(
+        ctx, name="Refused", steps=[transform("stalled", "stalled"), transform("after", "after")]
+    )
+    e = (await engine.executions.start(ctx, flow.id, {})).execution
+    deadline = time.monotonic() + 5
+    while e.id not in engine.advance._active or not engine.sandbox.runs:
+        assert time.monotonic() < deadline, "the first step did not start"
+        await asyncio.sleep(0.01)
+    async with engine.uow() as uow:  # the lease passes to another worker (as if it had expired)
+        await uow.executions.release(e.id, engine.advance.worker_id)
+        now = engine.clock.now()
+        assert await uow.executions.claim(e.id, "intruder", now + timedelta(minutes=5), now) is not None
+        await uow.commit()
+    release.set()
+    deadline = time.monotonic() + 10
+    while e.id in engine.advance._active:  # stalled's checkpoint is refused: the run stops
+        assert time.monotonic() < deadline, "the stalled run never ended"
+        await asyncio.sleep(0.02)
+    # "after" started from stalled's result alongside that checkpoint: whether it got as far as
+    # running depends on where the database refuses the checkpoint (PostgreSQL: at commit, one
+    # statement; SQLite and the fake: at the fence, in a transaction, before "after" starts).
+    at_commit = getattr(engine.uow, "write_pool", None) is not None  # PostgreSQL
+    assert computed == (["late"] if at_commit else [])
+    view = await engine.executions.get(ctx, flow.id, e.id)  # nothing of either step was written
+    assert view.execution.lease_owner == "intruder" and not view.steps
+    assert await engine.logs(ctx, flow.id, e.id) == []
+    assert await engine.events(ctx, e.id) == [("flow.started", None)]
+
+
 async def test_an_error_after_the_claim_lets_the_lease_go(
     engine: Engine, monkeypatch: pytest.MonkeyPatch
 ) -> None:
