@@ -5,7 +5,8 @@ Each turn: record the steps that finished (state, log row, event), complete dela
 plan, start the ready steps -- all in one (batched) transaction -- then run the started steps
 concurrently and wait for the first to finish, the next wake-up, the flow's deadline or a cancel.
 A step's result is committed before any step that depends on it is recorded as started, or runs if
-it has side effects. With nothing running and only future wake-ups left, the loop ends and hands back the wake-up time: no worker waits for it.
+it has side effects. With nothing running and only future wake-ups left, the loop ends and hands
+back the wake-up time: no worker waits for it.
 Steps without side effects (DEFERRED_START) have their start written with their result, in the
 same checkpoint, unless they run longer than START_RECORD_AFTER, and they begin computing while the
 checkpoint that made them ready commits (a refused or failed commit stops the run, dropping what
