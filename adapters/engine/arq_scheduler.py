@@ -13,9 +13,13 @@ import asyncio
 import contextlib
 import logging
 from datetime import UTC, datetime
+from typing import Any
 
 from arq import create_pool
 from arq.connections import ArqRedis, RedisSettings
+from arq.constants import job_key_prefix, result_key_prefix
+from arq.jobs import serialize_job
+from arq.utils import timestamp_ms, to_unix_ms
 
 log = logging.getLogger("tolstoy.engine")
 
@@ -28,6 +32,35 @@ def job_id(execution_id: str, at: datetime | None) -> str:
     was killed stays marked in progress in Redis, and must not block the next "now"."""
     moment = at or datetime.now(UTC)
     return f"advance:{execution_id}:{int(moment.timestamp() * 1000)}"
+
+
+# ARQ's enqueue, one round trip: the job is written and queued unless a job or a result of that id
+# exists - what ARQ's WATCH, EXISTS, MULTI/PSETEX/ZADD/EXEC do in three. KEYS: the job's key, its
+# result's key, the queue; ARGV: the job's expiry (ms), the serialised job, its score, its id.
+# Answers 1 when enqueued, 0 when the id was taken.
+_ENQUEUE = """
+if redis.call('EXISTS', KEYS[1], KEYS[2]) > 0 then return 0 end
+redis.call('PSETEX', KEYS[1], ARGV[1], ARGV[2])
+redis.call('ZADD', KEYS[3], ARGV[3], ARGV[4])
+return 1
+"""
+
+
+async def enqueue(
+    redis: ArqRedis, org_id: str, execution_id: str, job: str, at: datetime | None = None
+) -> bool:
+    """Enqueue ``advance(org_id, execution_id)`` as job ``job``, due at ``at`` (or now), exactly as
+    ARQ's ``enqueue_job`` would (its keys, serialisation, score and expiry), in one round trip.
+    False when a job or a result of that id exists (the id deduplicates)."""
+    script: Any = getattr(redis, "_tolstoy_enqueue", None)
+    if script is None:
+        script = redis._tolstoy_enqueue = redis.register_script(_ENQUEUE)  # type: ignore[attr-defined]
+    now_ms = timestamp_ms()
+    score = to_unix_ms(at) if at is not None else now_ms
+    expires_ms = score - now_ms + redis.expires_extra_ms
+    body = serialize_job("advance", (org_id, execution_id), {}, None, now_ms, serializer=redis.job_serializer)
+    keys = [job_key_prefix + job, result_key_prefix + job, QUEUE]
+    return bool(await script(keys=keys, args=[expires_ms, body, score, job]))
 
 
 class ArqScheduler:
@@ -55,9 +88,7 @@ class ArqScheduler:
         redis = await self._redis()
         if at is not None and at <= datetime.now(UTC):
             at = None
-        await redis.enqueue_job(
-            "advance", org_id, execution_id, _job_id=job_id(execution_id, at), _defer_until=at
-        )
+        await enqueue(redis, org_id, execution_id, job_id(execution_id, at), at)
 
     async def abort(self, execution_id: str) -> None:
         redis = await self._redis()

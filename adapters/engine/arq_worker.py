@@ -18,7 +18,7 @@ from arq.cron import cron
 from arq.utils import timestamp_ms
 from arq.worker import func
 
-from adapters.engine.arq_scheduler import QUEUE, ArqScheduler, job_id, listen_for_aborts
+from adapters.engine.arq_scheduler import QUEUE, ArqScheduler, enqueue, job_id, listen_for_aborts
 from application.engine.advance import AdvanceExecution
 from application.ports import Clock
 
@@ -51,13 +51,9 @@ async def sweep(ctx: dict[str, Any]) -> None:
     redis = ctx["redis"]
     for org_id, execution_id, wake_at in due:
         if wake_at is not None and wake_at > now:
-            await redis.enqueue_job(
-                "advance", org_id, execution_id, _job_id=job_id(execution_id, wake_at), _defer_until=wake_at
-            )
+            await enqueue(redis, org_id, execution_id, job_id(execution_id, wake_at), wake_at)
         else:
-            await redis.enqueue_job(
-                "advance", org_id, execution_id, _job_id=f"advance:{execution_id}:s{bucket}"
-            )
+            await enqueue(redis, org_id, execution_id, f"advance:{execution_id}:s{bucket}")
 
 
 # ARQ's pick-up, one round trip: the first job of the queue that is due and that no worker has is

@@ -1,5 +1,6 @@
-"""The engine's ARQ worker takes a job in one Lua script (adapters/engine/arq_worker.py): it must
-take exactly the jobs ARQ's own WATCH/MULTI pick-up takes, on real Redis, each once."""
+"""The engine takes ARQ jobs (adapters/engine/arq_worker.py) and enqueues them
+(adapters/engine/arq_scheduler.py) with one Lua script each, over ARQ's own keys: on real Redis,
+every job is taken once, only when due and nobody has it, and ARQ reads what was enqueued as its own."""
 
 from __future__ import annotations
 
@@ -11,7 +12,7 @@ import pytest
 from arq import create_pool
 from arq.connections import ArqRedis, RedisSettings
 from arq.constants import in_progress_key_prefix
-from arq.utils import timestamp_ms
+from arq.utils import timestamp_ms, to_unix_ms
 from arq.worker import func
 
 from adapters.engine.arq_worker import EngineWorker
@@ -154,3 +155,38 @@ async def test_the_due_jobs_behind_more_running_ones_than_a_poll_reads_are_taken
     assert set(w.tasks) == {free}
     await asyncio.gather(*w.tasks.values())
     assert ran == ["free"]
+
+
+async def test_jobs_are_enqueued_in_one_script_as_arq_enqueues_them(pool: Any) -> None:
+    """The engine enqueues ``advance`` jobs with one Lua script over ARQ's keys: ARQ reads them back
+    as its own (function, arguments, score, expiry), and a job id already used is refused."""
+    from datetime import UTC, datetime, timedelta
+
+    from arq.constants import job_key_prefix
+    from arq.jobs import Job
+
+    from adapters.engine.arq_scheduler import QUEUE, enqueue
+
+    redis, _ = pool
+    now = datetime.now(UTC)
+    later = now + timedelta(minutes=5)
+    first, deferred = f"advance:test-{secrets.token_hex(4)}:1", f"advance:test-{secrets.token_hex(4)}:2"
+    try:
+        assert await enqueue(redis, "org_1", "exec_1", first)
+        assert not await enqueue(redis, "org_2", "exec_2", first)  # the id deduplicates
+        assert await enqueue(redis, "org_1", "exec_1", deferred, later)
+
+        info = await Job(first, redis, _queue_name=QUEUE).info()
+        assert (info.function, info.args, info.kwargs) == ("advance", ("org_1", "exec_1"), {})
+        assert abs(info.score - timestamp_ms()) < 5_000
+        ours = await Job(deferred, redis, _queue_name=QUEUE).info()
+        assert ours.score == to_unix_ms(later)  # ARQ's own conversion
+        assert await redis.zscore(QUEUE, deferred) == ours.score
+        # Kept until due plus ARQ's extra time, as ARQ's own enqueue keeps it.
+        ttl = await redis.pttl(job_key_prefix + deferred)
+        assert 300_000 < ttl <= 300_000 + redis.expires_extra_ms + 5_000
+        # What ARQ itself enqueues under an id it did not take is refused the same way, both ways.
+        assert await redis.enqueue_job("advance", "org_3", "exec_3", _job_id=first, _queue_name=QUEUE) is None
+    finally:
+        await redis.zrem(QUEUE, first, deferred)
+        await redis.delete(job_key_prefix + first, job_key_prefix + deferred)
