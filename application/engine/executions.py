@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import time
+from collections import OrderedDict
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
@@ -92,6 +93,9 @@ def _period(raw: str | None, field: str, end: bool, p: Problems) -> datetime | N
         return None
 
 
+CHECKED_KEPT = 4096  # flow versions known to hold, per process
+
+
 class Executions:
     def __init__(
         self,
@@ -108,6 +112,8 @@ class Executions:
         self._flows = flows or Flows(uow_factory, clock)
         self._scheduler = scheduler
         self._advance = advance
+        # Flow versions whose definition was checked here: a version never changes, so it holds.
+        self._checked: OrderedDict[tuple[str, str, int], None] = OrderedDict()
 
     # --- start ------------------------------------------------------------------------------------
 
@@ -121,7 +127,14 @@ class Executions:
         flow = await self._flows.get(ctx, flow_id)  # NotFound; a copy, when the read cache has one
         if not flow.steps:
             raise ValidationFailed([FieldError("steps", "The flow has no steps to run", "too_small")])
-        flow.definition  # noqa: B018 - a flow stored before definitions were checked may not hold
+        version = (ctx.org_id, flow.id, flow.version)
+        if version in self._checked:
+            self._checked.move_to_end(version)
+        else:
+            flow.definition  # noqa: B018 - a flow stored before definitions were checked may not hold
+            self._checked[version] = None
+            if len(self._checked) > CHECKED_KEPT:
+                self._checked.popitem(last=False)
         execution = self._new(ctx, flow.id, flow.version, variables, now)
         try:  # one statement on PostgreSQL: no transaction round trips
             async with self._uow(batched=True) as uow:

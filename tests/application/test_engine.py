@@ -509,6 +509,31 @@ async def test_bad_variables_and_broken_definitions_are_refused(engine: Engine) 
         await engine.executions.list(ctx, flow.id, "sleeping", Page())
 
 
+async def test_a_stored_flow_whose_definition_does_not_hold_is_refused_every_time(engine: Engine) -> None:
+    """A flow stored before definitions were checked (here written past the checks) is refused at
+    execute, naming the step and field, however often it is tried; a version that holds is checked
+    once per process (versions never change)."""
+    import dataclasses
+
+    ctx = await engine.tenant()
+    flow = await engine.flows.create(
+        ctx, name="Ok", steps=[{"id": "w", "type": "delay", "config": {"ms": 1}}]
+    )
+    await engine.executions.start(ctx, flow.id, {})
+    assert (ctx.org_id, flow.id, flow.version) in engine.executions._checked
+    broken = dataclasses.replace(
+        flow, steps=[{"id": "w", "type": "nope", "config": {}}], version=flow.version + 1
+    )
+    async with engine.uow() as uow:
+        await uow.flows.update(broken)
+        await uow.commit()
+    for _ in range(2):
+        with pytest.raises(ValidationFailed) as caught:
+            await engine.executions.start(ctx, flow.id, {})
+        assert caught.value.errors[0].field == "steps.0.type"
+    assert (ctx.org_id, flow.id, broken.version) not in engine.executions._checked
+
+
 async def test_direct_execution_runs_inside_the_call(engine: Engine) -> None:
     ctx = await engine.tenant()
     engine.sandbox.define("hello", lambda c: f"hello {c['variables']['who']}")
