@@ -853,6 +853,7 @@ class Results:
     drain: Burst | None = None  # the best round of (2b)
     rounds: list[tuple[Burst, Burst]] = field(default_factory=list)  # every (2a, 2b) round
     memory: list[tuple[str, float, float]] = field(default_factory=list)
+    probe: list[float] = field(default_factory=list)  # cpu_probe() at the start and at the end
 
 
 def flush_redis(redis_url: str) -> None:
@@ -882,10 +883,26 @@ def worker_command(args: argparse.Namespace, name: str) -> list[str]:
     return [tolstoy_bin(), "worker", "--concurrency", str(args.concurrency)]
 
 
+def cpu_probe() -> float:
+    """ms of CPU for a fixed piece of pure Python (dicts, strings, ints), best of 5: how fast this
+    machine runs Python right now. Shared 2-core machines change speed by 1.5x within an hour;
+    the probe at the start and at the end of a run shows whether they did during it."""
+    best = float("inf")
+    for _ in range(5):
+        started = time.process_time()
+        table: dict[str, int] = {}
+        for i in range(60_000):
+            key = f"k{i % 997}"
+            table[key] = table.get(key, 0) + i * 3 // 7
+        best = min(best, time.process_time() - started)
+    return best * 1000
+
+
 def run(args: argparse.Namespace, work: Path, procs: Processes) -> Results:
     from tests.support import throwaway_postgres_database
 
     res = Results()
+    res.probe.append(cpu_probe())
     spy = Spy(args.py_spy_bin, Path(args.py_spy) if args.py_spy else None)
     redis_url = f"{args.redis_url.rstrip('/')}/{args.redis_db}"
     redis_port = int(httpx.URL(redis_url).port or REDIS_PORT_DEFAULT)
@@ -1064,6 +1081,7 @@ def run(args: argparse.Namespace, work: Path, procs: Processes) -> Results:
         with contextlib.suppress(Exception):
             flush_redis(redis_url)
         db.__exit__(None, None, None)
+    res.probe.append(cpu_probe())
     return res
 
 
@@ -1121,6 +1139,12 @@ def report(args: argparse.Namespace, res: Results) -> int:
         f"LOG_LEVEL={args.log_level}"
     )
     print(f"{revision()}, measured {time.strftime('%Y-%m-%d %H:%M')}")
+    if res.probe:
+        print(
+            "CPU probe (a fixed piece of pure Python, ms; lower is faster): "
+            + " at the start, ".join(f"{ms:.1f}" for ms in res.probe)
+            + (" at the end" if len(res.probe) > 1 else " at the start")
+        )
     print("=" * 100)
     commit_ms = 1000 / res.commits["one"] if res.commits else float("nan")
     print("Floors, measured in this run")
