@@ -1303,6 +1303,14 @@ def _terminated(signum: int, _frame: object) -> None:
     raise SystemExit(128 + signum)
 
 
+def _setting(text: str) -> str:
+    """``--worker-env NAME=VALUE``: refused by argparse, with a message, without the ``=``."""
+    name, equals, _ = text.partition("=")
+    if not equals or not name.strip():
+        raise argparse.ArgumentTypeError(f"expected NAME=VALUE, got {text!r}")
+    return text
+
+
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     if argv[:1] == ["--noop-worker"]:  # the bare ARQ worker process this benchmark starts
@@ -1325,6 +1333,7 @@ def main(argv: list[str] | None = None) -> int:
         "--worker-env",
         action="append",
         default=[],
+        type=_setting,
         metavar="NAME=VALUE",
         help="environment of the production API and workers, to try a setting (e.g. SANDBOX_WARM_ISOLATES=64)",
     )
