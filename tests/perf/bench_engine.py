@@ -1045,7 +1045,7 @@ def run(args: argparse.Namespace, work: Path, procs: Processes) -> Results:
             if not args.pg_socket and not w.connected_to(pg_port):
                 print(f"note: {w.name} has no PostgreSQL connection after the warm-up", flush=True)
         parties = {"api": api, "worker-a": workers[0], "worker-b": workers[1]}
-        spy.start("burst", workers)
+        spy.start("burst", [api, *workers])
         try:
             for _ in range(args.burst_rounds):
                 together = burst(
@@ -1293,7 +1293,7 @@ def report(args: argparse.Namespace, res: Results) -> int:
     if args.profile:
         print(f"\ncProfile files of the workers: {args.profile}/worker-*.prof")
     if args.py_spy:
-        print(f"\npy-spy raw stacks of the workers: {args.py_spy}/*.raw")
+        print(f"\npy-spy raw stacks of the workers and the API: {args.py_spy}/*.raw")
     if failed:
         print("!!! BENCHMARK FAILED: see the lines marked !!! above", file=sys.stderr)
     return 1 if failed else 0
@@ -1367,7 +1367,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--logs", metavar="DIR", help="keep the processes' logs in DIR (default: discarded)")
     parser.add_argument("--profile", metavar="DIR", help="run the workers under cProfile, files in DIR")
     parser.add_argument(
-        "--py-spy", metavar="DIR", help="record the workers with py-spy (raw stacks in DIR) while measured"
+        "--py-spy",
+        metavar="DIR",
+        help="record the workers and the API with py-spy (raw stacks in DIR) while measured",
     )
     parser.add_argument("--py-spy-bin", default=shutil.which("py-spy"), help="the py-spy binary (on PATH)")
     args = parser.parse_args(argv)
