@@ -22,6 +22,7 @@ T = TypeVar("T")
 
 LIMIT_DEFAULT = 50
 LIMIT_MAX = 500
+OFFSET_MAX = 2**31 - 1  # gRPC's int32; more would overflow the databases' integers (SQLite: 2**63)
 
 
 @dataclass(frozen=True, slots=True)

@@ -24,13 +24,13 @@ from application.tenancy import TenantContext
 from domain.audit import AuditEvent
 from domain.entity import Entity
 from domain.errors import Conflict, InvalidReference, NotFound
-from domain.execution_log import ExecutionLog
+from domain.execution_log import LOG_STATUSES, ExecutionLog
 from domain.flow import Flow, FlowVersion
 from domain.ids import new_id
 from domain.input_schema import PatternCompiler, parse_schema
 from domain.organization import User
-from domain.rules import slugify
-from domain.tool import Action, Tool
+from domain.rules import Problems, one_of, slugify
+from domain.tool import AUTH_TYPES, HTTP_METHODS, Action, Tool
 
 E = TypeVar("E", bound=Entity)
 
@@ -60,6 +60,9 @@ class TenantResources(Generic[E]):
     # Kept in a ReadCache when one is given: only kinds whose every write goes through
     # update/delete here (which announce the change) or dies with their organization.
     cached: ClassVar[bool] = False
+    # Filters on fields that take one of a few values: {field: (its public name, the values)}. A
+    # value outside them is a mistake (a typo would otherwise match nothing, silently).
+    choices: ClassVar[Mapping[str, tuple[str, tuple[str, ...]]]] = {}
 
     def __init__(
         self, uow_factory: UnitOfWorkFactory, clock: Clock, *, cache: ReadCache | None = None
@@ -67,6 +70,14 @@ class TenantResources(Generic[E]):
         self._uow = uow_factory
         self._clock = clock
         self._cache = cache if self.cached else None
+
+    def _filters(self, wanted: dict[str, Any]) -> dict[str, Any]:
+        problems = Problems()
+        for field, (name, allowed) in self.choices.items():
+            if field in wanted:
+                one_of(problems, name, wanted[field], allowed)
+        problems.raise_if_any()
+        return wanted
 
     async def get(self, ctx: TenantContext, entity_id: str) -> E:
         cache, token = self._cache, None
@@ -82,7 +93,7 @@ class TenantResources(Generic[E]):
         return entity
 
     async def list(self, ctx: TenantContext, page: Page, filters: Mapping[str, Any] | None = None) -> list[E]:
-        wanted = {k: v for k, v in (filters or {}).items() if v is not None}
+        wanted = self._filters({k: v for k, v in (filters or {}).items() if v is not None})
         async with self._uow(read_only=True) as uow:
             return await type(self).repository(uow).list(ctx.org_id, page, wanted)
 
@@ -185,6 +196,7 @@ class Users(TenantResources[User]):
 class Tools(TenantResources[Tool]):
     entity, resource, kind, id_prefix = Tool, "Tool", "tool", "tool"
     repository = staticmethod(lambda uow: uow.tools)
+    choices = {"auth_type": ("authType", AUTH_TYPES)}
 
     cached = True
 
@@ -218,6 +230,12 @@ class Actions(TenantResources[Action]):
 
     entity, resource, kind, id_prefix = Action, "Action", "action", "act"
     repository = staticmethod(lambda uow: uow.actions)
+    choices = {"method": ("method", HTTP_METHODS)}
+
+    def _filters(self, wanted: dict[str, Any]) -> dict[str, Any]:
+        if isinstance(wanted.get("method"), str):  # stored upper-case, as given in any case
+            wanted["method"] = wanted["method"].upper()
+        return super()._filters(wanted)
 
     cached = True
 
@@ -264,6 +282,7 @@ class Flows(TenantResources[Flow]):
 class ExecutionLogs(TenantResources[ExecutionLog]):
     entity, resource, kind, id_prefix = ExecutionLog, "ExecutionLog", "execution_log", "log"
     repository = staticmethod(lambda uow: uow.execution_logs)
+    choices = {"status": ("status", LOG_STATUSES)}
 
     def _defaults(self, ctx, fields, current):  # type: ignore[override]
         if current is None:

@@ -85,7 +85,14 @@ def _period(raw: str | None, field: str, end: bool, p: Problems) -> datetime | N
             day = date.fromisoformat(raw)
             return datetime.combine(day, dtime.max if end else dtime.min, tzinfo=UTC)
         moment = datetime.fromisoformat(raw.replace("Z", "+00:00"))
-        return moment if moment.tzinfo else moment.replace(tzinfo=UTC)
+        return moment.astimezone(UTC) if moment.tzinfo else moment.replace(tzinfo=UTC)
+    except OverflowError:  # e.g. 9999-12-31T23:59:59-05:00: no such time in UTC
+        p.add(
+            field,
+            f"Expected a time between the years 1 and 9999 in UTC, received '{raw[:40]}'",
+            "invalid_date",
+        )
+        return None
     except ValueError:
         p.add(
             field, f"Expected a date (YYYY-MM-DD) or an ISO 8601 time, received '{raw[:40]}'", "invalid_date"

@@ -11,7 +11,7 @@ from typing import Annotated
 
 from fastapi import Depends, Query, Request
 
-from application.ports import LIMIT_DEFAULT, LIMIT_MAX, Page
+from application.ports import LIMIT_DEFAULT, LIMIT_MAX, OFFSET_MAX, Page
 from application.tenancy import Caller, TenantContext
 
 
@@ -31,7 +31,7 @@ async def caller(request: Request) -> Caller:
 
 async def page(  # async: FastAPI would run a plain function in a thread pool on every request
     limit: Annotated[int, Query(ge=1, le=LIMIT_MAX, description="Page size")] = LIMIT_DEFAULT,
-    offset: Annotated[int, Query(ge=0, description="Items to skip")] = 0,
+    offset: Annotated[int, Query(ge=0, le=OFFSET_MAX, description="Items to skip")] = 0,
 ) -> Page:
     return Page(limit=limit, offset=offset)
 

@@ -3,7 +3,7 @@
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Query, Request
-from pydantic import BaseModel, Field
+from pydantic import Field
 from starlette.convertors import StringConvertor, register_url_convertor
 
 from application.engine.executions import parse_period
@@ -12,6 +12,7 @@ from entrypoints.rest import presenters as p
 from entrypoints.rest.deps import Paging, Tenant, tenant
 from entrypoints.rest.resource_router import ERRORS
 from entrypoints.rest.responses import JSONBytes, json
+from entrypoints.rest.schemas import Body
 from entrypoints.rest.strict_json import StrictJSONRoute
 
 flows = APIRouter(prefix="/flows", tags=["Flow executions"], responses=ERRORS, route_class=StrictJSONRoute)
@@ -20,14 +21,14 @@ logs = APIRouter(
 )
 
 
-class ExecuteIn(BaseModel):
+class ExecuteIn(Body):  # strict, unknown keys refused: a typo must not run a flow without its variables
     variables: dict[str, Any] = Field(default_factory=dict, examples=[{"userId": "user-456"}])
     useDurable: bool = Field(
         True, description="true (default): queued and run by the engine (202); false: run in this request"
     )
 
 
-class RetryIn(BaseModel):
+class RetryIn(Body):
     resume: bool = Field(
         False, description="Reuse the outputs of completed steps; start at the first failed one"
     )

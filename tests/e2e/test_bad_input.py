@@ -158,6 +158,27 @@ def test_query_parameters_are_validated(org) -> None:
     assert fields(assert_seed_error(org.get("/tools", params={"limit": 0}), 400)) == {"limit": "too_small"}
     assert fields(assert_seed_error(org.get("/tools", params={"limit": 10_000}), 400)) == {"limit": "too_big"}
     assert fields(assert_seed_error(org.get("/flows", params={"offset": -1}), 400)) == {"offset": "too_small"}
+    for path in ("/flows", "/execution-logs", "/audit-events"):  # beyond the databases' integers
+        for offset in (2**31, 2**63, 10**20):
+            assert fields(assert_seed_error(org.get(path, params={"offset": offset}), 400)) == {
+                "offset": "too_big"
+            }
+    assert org.get("/flows", params={"offset": 2**31 - 1}).json() == []
+
+
+def test_filters_on_a_field_of_few_values_refuse_any_other(org) -> None:
+    for path, field, value in (
+        ("/execution-logs", "status", "bogus"),
+        ("/execution-logs", "status", ""),
+        ("/tools", "authType", "token"),
+        ("/actions", "method", "FETCH"),
+    ):
+        errors = assert_seed_error(org.get(path, params={field: value}), 400)
+        assert fields(errors) == {field: "invalid_enum_value"}, (path, value)
+    tool = created(org.post("/tools", json={"name": "Filtered", "baseUrl": "https://f.example.com"}))
+    action = created(org.post("/actions", json={"name": "A", "toolId": tool["id"], "endpoint": "/a"}))
+    assert [a["id"] for a in org.get("/actions", params={"method": "get"}).json()] == [action["id"]]
+    assert org.get("/execution-logs", params={"status": "failed"}).status_code == 200
 
 
 def test_unknown_routes_and_methods(org) -> None:

@@ -221,6 +221,16 @@ def test_statistics_over_step_logs(server: Any) -> None:
     }
     bad = org.get("/execution-logs/stats", params={"from": "yesterday"})
     assert bad.status_code == 400 and bad.json()["errors"][0]["field"] == "from"
+    for field, moment in (
+        ("from", "9999-12-31T23:59:59-05:00"),
+        ("from", "0001-01-01T00:00:00+05:00"),
+        ("to", "9999-12-31T23:59:59-00:01"),
+    ):  # no such time in UTC
+        bad = org.get("/execution-logs/stats", params={field: moment})
+        assert bad.status_code == 400, bad.text
+        assert [(e["field"], e["code"]) for e in bad.json()["errors"]] == [(field, "invalid_date")]
+    shifted = org.get("/execution-logs/stats", params={"from": "2000-01-01T05:00:00+05:00"}).json()
+    assert shifted["timeRange"]["from"] == "2000-01-01T00:00:00.000Z"
 
 
 @pytest.mark.parametrize(
@@ -228,6 +238,10 @@ def test_statistics_over_step_logs(server: Any) -> None:
     [
         ({"variables": ["a"]}, "variables", "invalid_type"),
         ({"useDurable": "sometimes"}, "useDurable", "invalid_type"),
+        ({"useDurable": "yes"}, "useDurable", "invalid_type"),
+        ({"useDurable": 1}, "useDurable", "invalid_type"),
+        ({"variabls": {"x": 1}}, "variabls", "unrecognized_keys"),
+        ({"variables": {}, "foo": 1}, "foo", "unrecognized_keys"),
     ],
 )
 def test_bad_execute_requests_get_field_errors(org: Api, body: dict, field: str, code: str) -> None:
@@ -235,7 +249,25 @@ def test_bad_execute_requests_get_field_errors(org: Api, body: dict, field: str,
     response = org.post(f"/flows/{f['id']}/execute", json=body)
     assert response.status_code == 400, response.text
     error = response.json()
-    assert error["statusCode"] == 400 and error["errors"][0]["field"] == field
+    assert error["statusCode"] == 400
+    assert {"field": field, "code": code} in [
+        {"field": e["field"], "code": e["code"]} for e in error["errors"]
+    ]
+    assert org.get(f"/flows/{f['id']}/executions").json() == []  # nothing ran
+
+
+@pytest.mark.parametrize(
+    ("body", "field", "code"),
+    [({"resum": True}, "resum", "unrecognized_keys"), ({"resume": "true"}, "resume", "invalid_type")],
+)
+def test_bad_retry_requests_get_field_errors(org: Api, body: dict, field: str, code: str) -> None:
+    f = flow(org, [{"id": "a", "type": "data_transform", "config": {"script": "return 1"}}])
+    execution_id = execute(org, f["id"])
+    wait(org, f["id"], execution_id)
+    response = org.post(f"/flows/{f['id']}/executions/{execution_id}/retry", json=body)
+    assert response.status_code == 400, response.text
+    assert [(e["field"], e["code"]) for e in response.json()["errors"]] == [(field, code)]
+    assert len(org.get(f"/flows/{f['id']}/executions").json()) == 1  # no new execution
 
 
 def test_invalid_definitions_name_the_step_and_field(org: Api) -> None:
