@@ -33,7 +33,8 @@ from domain.errors import DomainError, NotFound, UpstreamTimeout
 from domain.events import OutboxEvent
 from domain.ids import execution_id, new_id
 from domain.input_schema import PatternCompiler, parse_schema
-from domain.tool import Action, Tool
+from domain.rules import Problems
+from domain.tool import Action, Tool, header_problems, with_default_header
 
 BODY_METHODS = ("POST", "PUT", "PATCH")
 # Upstream headers worth showing; the rest (cookies, auth challenges, internals) stay behind.
@@ -143,8 +144,11 @@ class ExecuteAction:
         )
         if step_id is not None and injected:
             self._metrics.step_auth_injected(ctx.org_id, step_id, tool.auth_type)
-        if headers:
-            request = dataclasses.replace(request, headers={**headers, **request.headers})
+        if headers:  # the action's own headers win, in whatever case they are spelt
+            merged = dict(request.headers)
+            for name, value in headers.items():
+                with_default_header(merged, name, value)
+            request = dataclasses.replace(request, headers=merged)
         run_id = run_id or execution_id(time.time())
         started = time.perf_counter()
         try:
@@ -189,7 +193,7 @@ class ExecuteAction:
         content = None
         if action.method in BODY_METHODS:
             content = json.dumps(rest).encode()
-            headers.setdefault("Content-Type", "application/json")
+            with_default_header(headers, "Content-Type", "application/json")
         else:
             query = {**{k: templates.to_text(v) for k, v in rest.items()}, **query}
         url = tool.base_url.rstrip("/") + path
@@ -198,6 +202,9 @@ class ExecuteAction:
         timeout = tool.options.get("timeoutMs")
         seconds = timeout / 1000 if isinstance(timeout, int | float) and timeout > 0 else self._timeout
         injected = bool(injection.headers or injection.query)
+        problems = Problems()
+        header_problems(problems, "headers", headers)  # as rendered: what would go on the wire
+        problems.raise_if_any()
         return OutboundRequest(action.method, url, headers, content, seconds), injected
 
     async def _record(

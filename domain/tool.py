@@ -41,12 +41,38 @@ def _headers(p: Problems, v: Any) -> dict[str, str]:
     if len(headers) > HEADERS_MAX:
         p.add("headers", f"At most {HEADERS_MAX} headers", "too_big")
     for name, value in headers.items():
-        if not isinstance(name, str) or not _HEADER_NAME.fullmatch(name):
-            p.add(f"headers.{name}", "Invalid header name", "invalid_string")
         if not isinstance(value, str):
+            if not isinstance(name, str) or not _HEADER_NAME.fullmatch(name):
+                p.add(f"headers.{name}", "Invalid header name", "invalid_string")
             p.add(f"headers.{name}", f"Expected string, received {rules.type_name(value)}", "invalid_type")
-        elif len(value) > HEADER_VALUE_MAX or any(c in value for c in "\r\n\x00"):
-            p.add(f"headers.{name}", "Header value too long or contains a line break", "invalid_string")
+        else:
+            header_problems(p, "headers", {name: value}, ascii_only=False)  # templates render later
+    return headers
+
+
+def header_problems(p: Problems, where: str, headers: dict[str, str], *, ascii_only: bool = True) -> None:
+    """Headers that cannot go on the wire as given: a name that is not an HTTP token, a value too
+    long, with a line break or NUL (header injection), or - once rendered, as sent - not ASCII
+    (HTTP clients refuse to guess an encoding for it: percent- or base64-encode such values)."""
+    for name, value in headers.items():
+        if not isinstance(name, str) or not _HEADER_NAME.fullmatch(name):
+            p.add(f"{where}.{name}", "Invalid header name", "invalid_string")
+        if len(value) > HEADER_VALUE_MAX or any(c in value for c in "\r\n\x00"):
+            p.add(f"{where}.{name}", "Header value too long or contains a line break", "invalid_string")
+        elif ascii_only and not value.isascii():
+            p.add(
+                f"{where}.{name}",
+                "Header values must be ASCII (percent- or base64-encode others)",
+                "invalid_string",
+            )
+
+
+def with_default_header(headers: dict[str, str], name: str, value: str) -> dict[str, str]:
+    """``headers`` with ``name: value`` unless it has that header already, in any case (HTTP
+    header names are case-insensitive: a second spelling would send the header twice)."""
+    wanted = name.lower()
+    if not any(k.lower() == wanted for k in headers):
+        headers[name] = value
     return headers
 
 

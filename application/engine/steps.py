@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import re
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -12,10 +13,12 @@ from typing import Any
 from application.execute_action import SAFE_HEADERS, ExecuteAction, decode_body
 from application.ports import HttpClient, OutboundRequest, Sandbox, SandboxResult, SandboxRun, SandboxSession
 from application.tenancy import TenantContext
-from domain import templates
+from domain import rules, templates
 from domain.code_language import resolve_language
-from domain.errors import DomainError, UpstreamTimeout
+from domain.errors import DomainError, Unavailable, UpstreamTimeout, UpstreamUnreachable
 from domain.flow_definition import StepDefinition
+from domain.rules import Problems
+from domain.tool import header_problems, with_default_header
 
 BODY_METHODS = ("POST", "PUT", "PATCH", "DELETE")
 RETRYABLE_STATUS = frozenset({408, 425, 429, 500, 502, 503, 504})
@@ -81,11 +84,32 @@ def _template(value: Any, ctx: StepContext, where: str) -> Any:
         raise StepFailed(exc.errors[0].message, "TEMPLATE_ERROR", retryable=False) from None
 
 
+_TRANSIENT = (UpstreamUnreachable, Unavailable)  # worth trying again; the rest stays refused
+
+
 def _upstream_failure(exc: DomainError) -> StepFailed:
-    """A refused or failed call: timeouts and 5xx-like errors are worth retrying, the rest not."""
+    """A call that failed or was refused before any answer: an upstream that timed out, could not
+    be reached or Tolstoy itself busy are worth retrying; a refusal (egress guard, unknown action,
+    invalid inputs, a missing credential) would only be refused again."""
     if isinstance(exc, UpstreamTimeout):
         return StepFailed(exc.message, "TIMEOUT")
-    return StepFailed(exc.message, type(exc).__name__.upper(), retryable=exc.status >= 500)
+    code = re.sub(r"(?<!^)(?=[A-Z])", "_", type(exc).__name__).upper()  # EgressRefused -> EGRESS_REFUSED
+    message = exc.message
+    if exc.errors:  # which fields, not their values (they may hold secrets)
+        message += ": " + "; ".join(f"{e.field}: {e.message}" for e in exc.errors)
+    return StepFailed(message, code, retryable=isinstance(exc, _TRANSIENT))
+
+
+def js_truthy(value: Any) -> bool:
+    """JavaScript's truthiness of an expression's value, as it comes back (JSON): ``[]`` and ``{}``
+    are true there, unlike in Python; NaN arrives as null, ``undefined`` as None (both false)."""
+    if value is None or isinstance(value, bool):
+        return bool(value)
+    if isinstance(value, int | float):
+        return value != 0
+    if isinstance(value, str):
+        return value != ""
+    return True  # arrays and objects, empty or not
 
 
 def sandbox_outcome(result: SandboxResult, ctx: StepContext) -> Any:
@@ -132,6 +156,8 @@ class StepRunners:
         if step.timeout_ms is None and _waits_for_background_run(step):
             polls, interval = _polling(step.config)
             return int(polls * interval * 1000) + self._timeout_ms
+        if step.type == "http_request":
+            return _request_timeout_ms(step, self.timeout_ms(step))
         return self.timeout_ms(step)
 
     async def run(self, ctx: StepContext) -> Any:
@@ -146,7 +172,7 @@ class StepRunners:
         """``executeIf``: a JavaScript expression over the context, in the sandbox."""
         result = await ctx.sandbox.run(self._code_run(expression, ctx, "javascript", expression=True))
         try:
-            return bool(sandbox_outcome(result, ctx))
+            return js_truthy(sandbox_outcome(result, ctx))
         except StepFailed as exc:
             raise StepFailed(
                 f"executeIf failed: {exc.message}", "EXECUTE_IF_ERROR", retryable=False
@@ -166,19 +192,30 @@ class StepRunners:
     async def http_request(self, ctx: StepContext) -> Any:
         config = ctx.step.config
         url = _template(config["url"], ctx, "config.url")
+        if not isinstance(url, str):  # the url is one template whose value is not text
+            raise StepFailed(
+                f"config.url: expected a URL, the template gave {rules.type_name(url)}",
+                "TEMPLATE_ERROR",
+                retryable=False,
+            )
         method = str(config.get("method") or "GET").upper()
         headers = {
             str(k): templates.to_text(v)
             for k, v in _template(config.get("headers") or {}, ctx, "config.headers").items()
         }
-        headers.setdefault("Idempotency-Key", ctx.idempotency_key)
+        with_default_header(headers, "Idempotency-Key", ctx.idempotency_key)
         content = None
         if "body" in config and method in BODY_METHODS:
             body = _template(config["body"], ctx, "config.body")
             content = body.encode() if isinstance(body, str) else json.dumps(body).encode()
             if not isinstance(body, str):
-                headers.setdefault("Content-Type", "application/json")
-        timeout = (config.get("timeout") or self.timeout_ms(ctx.step)) / 1000
+                with_default_header(headers, "Content-Type", "application/json")
+        problems = Problems()
+        header_problems(problems, "config.headers", headers)
+        if problems.errors:
+            first = problems.errors[0]
+            raise StepFailed(f"{first.field}: {first.message}", "INVALID_HEADER", retryable=False)
+        timeout = _request_timeout_ms(ctx.step, self.timeout_ms(ctx.step)) / 1000
         try:
             response = await self._http.send(OutboundRequest(method, url, headers, content, timeout))
         except DomainError as exc:
@@ -231,7 +268,7 @@ class StepRunners:
     async def conditional(self, ctx: StepContext) -> Any:
         condition = ctx.step.config["condition"]
         result = await ctx.sandbox.run(self._code_run(condition, ctx, "javascript", expression=True))
-        return {"result": bool(sandbox_outcome(result, ctx))}
+        return {"result": js_truthy(sandbox_outcome(result, ctx))}
 
     async def code(self, ctx: StepContext) -> Any:
         config = ctx.step.config
@@ -250,6 +287,15 @@ class StepRunners:
                 return {"sessionId": session_id, "output": output}
             await asyncio.sleep(interval)
         raise StepFailed(f"The background run {session_id} did not finish in time", "TIMEOUT")
+
+
+def _request_timeout_ms(step: StepDefinition, default_ms: int) -> int:
+    """An ``http_request``'s time for its call: its ``config.timeout`` when it has one (the seed's
+    per-request setting), else the step's. A step ``timeout`` as well bounds the whole step."""
+    given = step.config.get("timeout")
+    if not given:
+        return default_ms
+    return min(given, step.timeout_ms) if step.timeout_ms else given
 
 
 def _background(step: StepDefinition) -> bool:

@@ -151,6 +151,33 @@ def test_missing_credentials_are_a_clear_400(org, upstream, last) -> None:
     assert last == []
 
 
+def test_a_header_value_that_cannot_be_sent_is_a_400_naming_the_header(org, upstream, last) -> None:
+    tool = jira(org, upstream, "none")
+    action = created(
+        org.post(
+            "/actions",
+            json={
+                "name": "Greet",
+                "toolId": tool["id"],
+                "endpoint": "/greet",
+                "headers": {"X-Name": "{{inputs.name}}", "content-type": "text/plain"},
+                "method": "POST",
+                "inputSchema": [{"name": "name", "type": "string", "required": True}],
+            },
+        )
+    )
+    for name in ("José", "a\r\nX-Evil: 1"):
+        response = org.post(f"/actions/{action['id']}/execute", json={"inputs": {"name": name}})
+        assert response.status_code == 400, response.text
+        assert [e["field"] for e in response.json()["errors"]] == ["headers.X-Name"]
+        assert name not in response.text
+    assert last == []
+    response = org.post(f"/actions/{action['id']}/execute", json={"inputs": {"name": "Jose"}})
+    assert response.status_code == 200, response.text
+    sent = last[-1]["headers"]
+    assert sent["x-name"] == "Jose" and sent["content-type"] == "text/plain"  # one content-type
+
+
 def test_upstream_failures(org, upstream, last) -> None:
     tool = jira(org, upstream, "none")
 
