@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import json
 import re
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -79,6 +79,16 @@ class FlowDefinition:
 
     def step(self, step_id: str) -> StepDefinition:
         return self._by_id[step_id]
+
+    def reusable(self, completed: Iterable[str]) -> tuple[str, ...]:
+        """Of the steps an earlier execution completed, those a resumed one keeps: each whose
+        every dependency is kept as well. A step after one that runs again runs again too (its
+        inputs may change), so a resume starts at the first step that did not complete."""
+        done, kept = set(completed), set()
+        for step_id in self.order:
+            if step_id in done and kept.issuperset(self._by_id[step_id].depends_on):
+                kept.add(step_id)
+        return tuple(s for s in self.order if s in kept)
 
 
 # --- per-type config shapes ------------------------------------------------------------------------

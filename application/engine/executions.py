@@ -13,7 +13,7 @@ from datetime import time as dtime
 from typing import Any
 
 from application.engine.advance import AdvanceExecution
-from application.ports import Clock, Page, Scheduler, UnitOfWorkFactory
+from application.ports import Clock, Page, Scheduler, UnitOfWork, UnitOfWorkFactory
 from application.resources import Flows, audit_event
 from application.tenancy import TenantContext
 from domain import rules
@@ -331,6 +331,23 @@ class Executions:
         await self._scheduler.schedule(ctx.org_id, exec_id)  # whoever holds it next concludes it
         return await self.get(ctx, flow_id, exec_id)
 
+    async def _resumable(self, uow: UnitOfWork, original: Execution) -> tuple[list[StepState], bool]:
+        """The step states a resume of ``original`` reuses (completed, and after no step that runs
+        again), and whether any step is left to run."""
+        states = await uow.execution_steps.for_execution(original.org_id, original.id)
+        completed = {s.step_id: s for s in states if s.status == COMPLETED}
+        found = await uow.flow_versions.list(
+            original.org_id, Page(limit=1), {"flow_id": original.flow_id, "version": original.flow_version}
+        )
+        try:
+            definition = found[0].definition if found else None
+        except ValidationFailed:
+            definition = None
+        if definition is None:  # the run will fail on it anyway: keep what completed
+            return list(completed.values()), True
+        kept = definition.reusable(completed)
+        return [completed[s] for s in kept], len(kept) < len(definition.steps)
+
     async def retry(
         self, ctx: TenantContext, flow_id: str, exec_id: str, resume: bool = False
     ) -> ExecutionView:
@@ -339,8 +356,13 @@ class Executions:
             original = await self._load(uow, ctx, flow_id, exec_id)
             if not original.finished:
                 raise Conflict(f"Execution {exec_id} is still {original.status}; cancel it first or wait")
-            if resume and original.status == COMPLETED:
-                raise Conflict(f"Execution {exec_id} completed; there is nothing to resume")
+            kept: list[StepState] = []
+            if resume:
+                kept, rerun = await self._resumable(uow, original)
+                if not rerun:  # e.g. completed with every step: a resume would run nothing
+                    raise Conflict(
+                        f"Execution {exec_id} {original.status} every step; there is nothing to resume"
+                    )
             execution = self._new(
                 ctx,
                 flow_id,
@@ -351,15 +373,11 @@ class Executions:
                 resume=resume,
             )
             await uow.executions.add(execution)
-            if resume:
-                for state in await uow.execution_steps.for_execution(ctx.org_id, exec_id):
-                    if state.status == COMPLETED:
-                        reused = StepState.new(ctx.org_id, execution.id, state.step_id, now)
-                        await uow.execution_steps.add(
-                            reused.but(
-                                now, status=COMPLETED, output=state.output, finished_at=state.finished_at
-                            )
-                        )
+            for state in kept:
+                reused = StepState.new(ctx.org_id, execution.id, state.step_id, now)
+                await uow.execution_steps.add(
+                    reused.but(now, status=COMPLETED, output=state.output, finished_at=state.finished_at)
+                )
             await uow.audit.add(
                 audit_event(
                     ctx, "execution.retried", "execution", execution.id, now, retryOf=exec_id, resume=resume

@@ -389,6 +389,46 @@ async def test_retry_of_a_failed_execution_resumes_at_the_failed_step(engine: En
         await engine.executions.retry(ctx, flow.id, done.id, resume=True)
 
 
+async def test_resume_reruns_every_step_after_one_that_did_not_complete(engine: Engine) -> None:
+    """A non-critical step failed, so the execution completed: a resume runs that step again and
+    every step after it (their inputs may change), and keeps an independent branch's output."""
+    ctx = await engine.tenant()
+    calls: list[str] = []
+    broken = {"yes": True}
+
+    def step(c: dict) -> str:
+        me = c["meta"]["stepId"]
+        calls.append(me)
+        if me == "a" and broken["yes"]:
+            raise ScriptError("down")
+        if me == "b":
+            return f"b after {c['stepOutputs'].get('a', 'nothing')}"
+        return me
+
+    engine.sandbox.define("step", step)
+    flow = await engine.flows.create(
+        ctx,
+        name="Resume after a soft failure",
+        steps=[
+            transform("a", "step"),
+            transform("b", "step"),  # after a (dependsOn defaults to the step before)
+            transform("side", "step", dependsOn=[]),  # a branch of its own
+        ],
+    )
+    first = (
+        await engine.finished(ctx, flow.id, (await engine.executions.start(ctx, flow.id, {})).execution.id)
+    ).execution
+    assert first.status == "completed" and first.outputs == {"b": "b after nothing", "side": "side"}
+    broken["yes"] = False
+    calls.clear()
+    resumed = (await engine.executions.retry(ctx, flow.id, first.id, resume=True)).execution
+    done = (await engine.finished(ctx, flow.id, resumed.id)).execution
+    assert done.outputs == {"a": "a", "b": "b after a", "side": "side"}
+    assert sorted(calls) == ["a", "b"]  # side's output was reused; b ran again after a
+    with pytest.raises(Conflict):  # every step completed: nothing to resume
+        await engine.executions.retry(ctx, flow.id, done.id, resume=True)
+
+
 async def one_at_a_time(engine: Engine) -> tuple[TenantContext, Any]:
     """A tenant and its flow of one 300 ms delay, one execution at a time."""
     ctx = await engine.tenant()

@@ -164,3 +164,19 @@ def test_any_dag_gets_an_order_respecting_dependencies(count: int, data: st.Data
     assert sorted(order) == sorted(s["id"] for s in steps)
     position = {step_id: n for n, step_id in enumerate(order)}
     assert all(position[d] < position[s["id"]] for s in steps for d in s["dependsOn"])
+
+
+def _delay(step_id: str, **extra: Any) -> dict[str, Any]:
+    return {"id": step_id, "type": "delay", "config": {"ms": 1}, **extra}
+
+
+def test_a_resume_keeps_completed_steps_that_come_after_no_step_that_runs_again() -> None:
+    step = _delay
+    chain = parse_definition([step("a"), step("b"), step("c")])
+    assert chain.reusable({"a", "c"}) == ("a",)  # b runs again, so c after it does too
+    assert chain.reusable({"b", "c"}) == ()
+    assert chain.reusable({"a", "b", "c"}) == ("a", "b", "c")
+    dag = parse_definition(
+        [step("a"), step("b", dependsOn=[]), step("c", dependsOn=["a", "b"]), step("d", dependsOn=["b"])]
+    )
+    assert dag.reusable({"b", "c", "d"}) == ("b", "d")  # c waits for a, which runs again
