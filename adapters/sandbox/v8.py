@@ -55,9 +55,12 @@ by another run by then is asked for a value and disposed of if it does not answe
 Errors
 ------
 ``SandboxResult(success=False, error={message, code, stack?})`` with code SYNTAX_ERROR (with the
-line, when V8 tells it), RUNTIME_ERROR (the message - ``"TypeError: ..."`` for an error other than
-a plain ``Error`` - and the stack, its lines counted in the user's code), TIMEOUT, MEMORY_LIMIT,
-OUTPUT_TOO_LARGE, UNSUPPORTED_LANGUAGE (anything but JavaScript) or SANDBOX_UNAVAILABLE.
+line and its excerpt, in the user's code, when V8 tells it), RUNTIME_ERROR (the message -
+``"TypeError: ..."`` for an error other than a plain ``Error`` - and the stack, its lines counted in
+the user's code; also a context that cannot be serialised or nests deeper than ``MAX_NESTING``
+levels), TIMEOUT, MEMORY_LIMIT, OUTPUT_TOO_LARGE (a result over ``max_output_bytes`` or nested
+deeper than ``MAX_NESTING``; a log's data nested deeper is replaced by a note), UNSUPPORTED_LANGUAGE
+(anything but JavaScript) or SANDBOX_UNAVAILABLE.
 
 Threads and limits
 ------------------
@@ -68,7 +71,9 @@ in. Creating and disposing of isolates block, so they run in a small executor th
 isolate is then given up and disposed of on a throw-away daemon thread, because disposal waits for
 V8 to stop and some built-ins (``Array.prototype.sort``/``reverse``/``indexOf`` over an
 ``{length: 2**40}`` array-like...) do not check for termination: such an isolate keeps one CPU
-core busy until the built-in returns, possibly for good (``abandoned_isolates`` counts them).
+core busy until the built-in returns, possibly for good (``abandoned_isolates`` counts them). One
+not stopped ``STUCK_AFTER_S`` after it was given up is reported (``on_stuck``, else a warning):
+only the end of the process stops it, which is what the child-process sandbox does (``v8_process``).
 The memory limit (``set_hard_memory_limit``) is checked by V8 after each garbage collection and
 counts the JavaScript heap only - not ``ArrayBuffer`` backing stores - and a few allocations
 (``"x".repeat(2**28).split("")``, ``new Array(1e9).fill(0)``...) abort the whole process inside
@@ -89,7 +94,7 @@ import secrets
 import threading
 import time
 from collections import OrderedDict
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import AbstractContextManager
 from dataclasses import replace
@@ -116,7 +121,11 @@ UNKNOWN_SESSION = "unknown session; it may have run on a worker that stopped"
 _RUNNER = "__tolstoy_sandbox__"
 _SETUP_TIMEOUT_S = 10.0
 _FINISH_GRACE_S = 0.05  # the collecting evaluation's minimum time, should the code use all of its own
+# How long V8 may take to stop an isolate given up before it is deemed stuck (``on_stuck``): a
+# terminated run stops, and its isolate is disposed of, within a few milliseconds.
+STUCK_AFTER_S = 1.0
 _SYNTAX_LOCATION = re.compile(r"^<anonymous>:(\d+): (SyntaxError: .*)$")
+_PROBE = "__tolstoy_probe__"  # the function a syntax error is located in (``_locate_syntax_error``)
 
 # V8's flags, set once per process before the first isolate. mini-racer's own default is
 # ``--single-threaded``. Memory protection keys are off: on CPUs with PKU (``pku``/``ospke`` in
@@ -131,6 +140,13 @@ def init_v8() -> None:
     """Sets V8 up with ``V8_FLAGS``, once per process (later calls do nothing)."""
     init_mini_racer(flags=V8_FLAGS, ignore_duplicate_init=True)
 
+
+# How deep objects and arrays may nest in a context, a result or a log's data. The values that
+# orjson cannot write or read (deeper than 254 levels for writing) go through the ``json`` module,
+# here and on the way to and from a sandbox process, and it recurses once per level (Python's
+# limit: ~1,000 frames, some of them already in use). A result nested deeper fails the run as
+# OUTPUT_TOO_LARGE (not retried, like any result over a limit); a context, as not serialisable.
+MAX_NESTING = 500
 
 # Evaluated once per isolate, before any user code. Leaves one script-scope binding, the runner.
 _LOCKDOWN = r"""
@@ -161,6 +177,32 @@ const __tolstoy_sandbox__ = (() => {
   const TRAILING = /[\s;]+$/;
   const OWN_SCRIPT = /^\s*at <anonymous>:\d+:\d+$/;
   const MAX_TEXT = 4000;
+  const MAX_NESTING = __MAX_NESTING__;
+  // Whether JSON text nests objects/arrays deeper than MAX_NESTING (brackets in strings do not
+  // count). Text of at most 2 * MAX_NESTING characters cannot, so most is not even read; the rest
+  // costs ~2 ms a megabyte (strings are skipped by indexOf).
+  const tooDeep = (json) => {
+    const length = json.length;
+    if (length <= 2 * MAX_NESTING) return false;
+    let depth = 0;
+    for (let i = 0; i < length; i++) {
+      const c = json.charCodeAt(i);
+      if (c === 34) {  // a string: on to its closing quote (one after an even number of backslashes)
+        for (;;) {
+          i = json.indexOf('"', i + 1);
+          if (i < 0) return false;  // not JSON.stringify's text
+          let escapes = i;
+          while (json.charCodeAt(escapes - 1) === 92) escapes--;
+          if ((i - escapes) % 2 === 0) break;
+        }
+      } else if (c === 123 || c === 91) {
+        if (++depth > MAX_NESTING) return true;
+      } else if (c === 125 || c === 93) {
+        depth--;
+      }
+    }
+    return false;
+  };
 
   // 1. Nothing that waits, keeps time for later, shares memory or compiles native code.
   for (const name of ["setTimeout", "clearTimeout", "setInterval", "clearInterval", "setImmediate",
@@ -218,6 +260,7 @@ const __tolstoy_sandbox__ = (() => {
       const value = data.length === 1 ? data[0] : data;
       let json;
       try { json = stringify(value); } catch (e) { json = stringify(text(value)); }
+      if (json !== undefined && tooDeep(json)) json = stringify("[data nested more than " + MAX_NESTING + " levels deep]");
       if (json !== undefined) entry += ',"data":' + json;
     }
     entry += "}";
@@ -402,6 +445,9 @@ const __tolstoy_sandbox__ = (() => {
     if (out !== undefined && out.length > maxOutput) {
       return { error: { code: "OUTPUT_TOO_LARGE", stack: "", message: "the result is larger than " + maxOutput + " bytes" } };
     }
+    if (out !== undefined && tooDeep(out)) {
+      return { error: { code: "OUTPUT_TOO_LARGE", stack: "", message: "the result is nested more than " + MAX_NESTING + " levels deep" } };
+    }
     return { out };
   };
   const envelope = (error) => {
@@ -497,7 +543,7 @@ const __tolstoy_sandbox__ = (() => {
   return freeze({ run, finish });
 })();
 //# sourceURL=tolstoy-sandbox.js
-"""
+""".replace("__MAX_NESTING__", str(MAX_NESTING))
 
 
 class _Isolate:
@@ -590,15 +636,44 @@ def _finite(value: Any) -> Any:
 _CONTEXT_OPTIONS = orjson.OPT_PASSTHROUGH_DATETIME | orjson.OPT_PASSTHROUGH_DATACLASS
 
 
+def check_nesting(value: Any) -> None:
+    """Raise ``ValueError`` when dicts, lists and tuples in ``value`` nest deeper than
+    ``MAX_NESTING``. Iterative, so that depth cannot exhaust Python's stack here either; a cycle is
+    not followed (the encoder that comes next names it)."""
+    path: list[int] = []  # the ids of the containers from the root to the one being looked at
+    on_path: set[int] = set()
+    stack: list[tuple[Any, int]] = [(value, 0)]
+    while stack:
+        item, depth = stack.pop()
+        if isinstance(item, dict):
+            children: Any = item.values()
+        elif isinstance(item, list | tuple):
+            children = item
+        else:
+            continue
+        for gone in path[depth:]:
+            on_path.discard(gone)
+        del path[depth:]
+        if id(item) in on_path:
+            continue
+        if depth >= MAX_NESTING:
+            raise ValueError(f"it is nested more than {MAX_NESTING} levels deep")
+        path.append(id(item))
+        on_path.add(id(item))
+        stack.extend((child, depth + 1) for child in children)
+
+
 def _context_json(context: Any) -> str:
     """The context as JSON. NaN and infinities become null, as orjson writes them in the
     child-process sandbox: JSON.parse would refuse them, which would look like a stopped isolate.
     orjson (~5x cheaper) for what it writes as the ``json`` module would; the module for the rest
-    (keys that are not strings, integers beyond 64 bits, lone surrogates, deep nesting)."""
+    (keys that are not strings, integers beyond 64 bits, lone surrogates, nesting deeper than 254
+    levels - up to ``MAX_NESTING``)."""
     try:
         return orjson.dumps(context, default=str, option=_CONTEXT_OPTIONS).decode()
     except TypeError:
         pass
+    check_nesting(context)
     try:
         return json.dumps(context, ensure_ascii=False, separators=(",", ":"), default=str, allow_nan=False)
     except ValueError as exc:
@@ -676,7 +751,7 @@ class V8Session:
         deadline = started + timeout_ms / 1000
         try:
             context_json = _context_json(run.context)
-        except (TypeError, ValueError) as exc:
+        except (TypeError, ValueError, RecursionError) as exc:
             return _failure(
                 "RUNTIME_ERROR",
                 f"the context is not JSON-serialisable: {exc}",
@@ -903,6 +978,12 @@ class V8Sandbox:
         self.warm_per_scope = warm_per_scope
         self.warm_max = warm_max
         self._settling: set[asyncio.Task[None]] = set()
+        # Called on the event loop when an isolate given up (timeout, memory limit, cancellation)
+        # has not stopped ``STUCK_AFTER_S`` later: V8 runs on in a built-in that ignores
+        # termination, on a core of its own, possibly for good, and nothing but the end of the
+        # process stops it. The child-process host tells its parent, which retires the process;
+        # without a callback, a warning is logged.
+        self.on_stuck: Callable[[], None] | None = None
 
     @property
     def abandoned_isolates(self) -> int:
@@ -1004,56 +1085,119 @@ class V8Sandbox:
                 return
             except RuntimeError:  # the executor is shut down
                 pass
+        disposed: threading.Event | None = None
         if abandon:
             with self._abandoned_lock:
                 self._abandoned += 1
+            disposed = threading.Event()
+            with contextlib.suppress(RuntimeError):  # off the event loop (never so far): not watched
+                asyncio.get_running_loop().call_later(STUCK_AFTER_S, self._check_stopped, disposed)
         threading.Thread(
-            target=self._dispose, args=(isolate, abandon), name="v8-sandbox-dispose", daemon=True
+            target=self._dispose, args=(isolate, disposed), name="v8-sandbox-dispose", daemon=True
         ).start()
 
-    def _dispose(self, isolate: _Isolate, abandoned: bool) -> None:
+    def _dispose(self, isolate: _Isolate, disposed: threading.Event | None) -> None:
         try:
             isolate.close()
         finally:
-            if abandoned:
+            if disposed is not None:
                 with self._abandoned_lock:
                     self._abandoned -= 1
+                disposed.set()
+
+    def _check_stopped(self, disposed: threading.Event) -> None:
+        """An isolate given up ``STUCK_AFTER_S`` ago: if V8 has not stopped it yet, it is stuck."""
+        if disposed.is_set() or self.closed:
+            return
+        if self.on_stuck is not None:
+            self.on_stuck()
+            return
+        log.warning(
+            "a V8 isolate given up %g s ago still runs (a built-in that ignores termination): it may "
+            "keep a CPU core busy as long as this process lives",
+            STUCK_AFTER_S,
+        )
 
     async def _locate_syntax_error(self, code: str, expression: bool) -> tuple[str, str | None] | None:
         """The message and line of a syntax error, from V8's parser (the Function constructor does not
-        say where). The code is parsed, never run, in a throw-away isolate."""
-        body = "return (\n" + code.rstrip().rstrip(";") + "\n);" if expression else code
+        say where), always in the user's code. The code is parsed, never run (each script begins with
+        ``throw 0``), in throw-away isolates.
+
+        First as the runner compiles it: in strict mode, inside a function. An error found within
+        the user's lines is the answer. One found in the wrapper's closing lines means that the code
+        left something open (``return {a: 1``, ``if (x) {``) or closed the function itself (an extra
+        ``}``): V8 then blames the wrapper's ``});``. So the code is parsed again with nothing after
+        it, where whatever it left open ends at its own last line ("Unexpected end of input"). If that
+        parse succeeds, the code closed the function: the brace that did is found from the function's
+        source text (``Function.prototype.toString`` of the declaration, hoisted though nothing ran)."""
         kind = "async function" if re.search(r"\bawait\b", code) else "function"
-        prefix = f"throw 0;\n({kind} (context, input) {{\n"
-        script = prefix + body + "\n});"
-        first_line = prefix.count("\n") + (2 if expression else 1)
+        user_code = code.rstrip()
+        if expression:
+            user_code = user_code.rstrip(";")
+        user_lines = user_code.count("\n") + 1
+        head = '"use strict"; throw 0;\n'
+        opening = f"{head}({kind} (context, input) {{\n" + ("return (\n" if expression else "")
+        wrapped = opening + user_code + ("\n);" if expression else "") + "\n});"
+        # No parenthesis around the expression here: one the code closes too many is its own error.
+        probe_opening = f"{head}{kind} {_PROBE}(context, input) {{\n" + ("return 0,\n" if expression else "")
+        probe = probe_opening + user_code
         loop = asyncio.get_running_loop()
 
-        def parse() -> str | None:
-            isolate = _open_isolate(loop, self.memory_mb * 2**20)
+        def syntax_error(isolate: _Isolate, script: str, before: str) -> tuple[int, str, str | None] | None:
+            """The user's line (``before`` is what precedes the user's code in ``script``), V8's
+            message and the excerpt of a syntax error in ``script``."""
             try:
                 isolate.racer.eval(script, timeout_sec=_SETUP_TIMEOUT_S)
+                return None  # not reached: the script throws
             except JSParseException as exc:
-                return str(exc)
+                report = str(exc).splitlines()
+            except Exception:  # it parsed (and threw 0), or the isolate failed
+                return None
+            match = _SYNTAX_LOCATION.match(report[0]) if report else None
+            if match is None:
+                return None
+            line = int(match.group(1)) - before.count("\n")
+            return line, match.group(2), "\n".join(report[1:3]).rstrip() or None
+
+        def closing_brace(isolate: _Isolate) -> tuple[int, str, str | None] | None:
+            """Where the code closed the probe's function, when the probe parsed."""
+            try:
+                text = isolate.racer.eval(f"Function.prototype.toString.call({_PROBE})", timeout_sec=1)
             except Exception:
                 return None
+            if not isinstance(text, str) or not probe.startswith(text, len(head)):
+                return None  # the code declared a function of that name too
+            offset = len(head) + len(text) - 1 - len(probe_opening)
+            if offset < 0:
+                return None
+            line_start = user_code.rfind("\n", 0, offset) + 1
+            line_end = user_code.find("\n", offset)
+            source = user_code[line_start : line_end if line_end >= 0 else len(user_code)]
+            excerpt = source + "\n" + " " * (offset - line_start) + "^"
+            return user_code.count("\n", 0, offset) + 1, "SyntaxError: Unexpected token '}'", excerpt
+
+        def locate() -> tuple[int, str, str | None] | None:
+            isolate = _open_isolate(loop, self.memory_mb * 2**20)
+            try:
+                found = syntax_error(isolate, wrapped, opening)
             finally:
                 isolate.close()
-            return None
+            if found is None or found[0] <= user_lines:
+                return found
+            isolate = _open_isolate(loop, self.memory_mb * 2**20)  # the first one may hold declarations
+            try:
+                return syntax_error(isolate, probe, probe_opening) or closing_brace(isolate)
+            finally:
+                isolate.close()
 
         try:
-            report = await loop.run_in_executor(self._pool(), parse)
+            found = await loop.run_in_executor(self._pool(), locate)
         except Exception:
             return None
-        if not report:
+        if found is None:
             return None
-        lines = report.splitlines()
-        match = _SYNTAX_LOCATION.match(lines[0]) if lines else None
-        if match is None:
-            return None
-        line = max(1, min(int(match.group(1)) - first_line + 1, code.count("\n") + 1))
-        excerpt = "\n".join(lines[1:3]).rstrip() or None
-        return f"{match.group(2)} (line {line})", excerpt
+        line, message, excerpt = found
+        return f"{message} (line {max(1, min(line, user_lines))})", excerpt
 
     # --- the port -----------------------------------------------------------------------------------
 

@@ -27,7 +27,12 @@ request body                                                     answer body
 ===============================================================  ===========================================
 
 A result is ``[success, output, logs, error, execution_ms, session_id]``. A request that fails
-unexpectedly is answered ``[null, "<exception type>"]``.
+unexpectedly (or cannot be read) is answered ``[null, "<exception type>"]``.
+
+The child also writes frames of id 0, answering nothing: ``["stuck"]`` says that an isolate given
+up has not stopped (``V8Sandbox.on_stuck``: V8 runs on in a built-in that ignores termination, on a
+CPU core, and only the end of the process stops it). The parent then sends this process no new run
+and kills it once the runs in flight there are over.
 
 Requests are read in order. A run gets a task of its own (many run at once: V8 evaluates on its
 own threads); the others are handled at once, before the next request is read. End of stdin (the
@@ -49,7 +54,7 @@ from typing import Any
 
 import orjson
 
-from adapters.sandbox.v8 import V8Sandbox
+from adapters.sandbox.v8 import V8Sandbox, check_nesting
 from application.ports import SandboxResult, SandboxRun, SandboxSession
 
 HEADER = struct.Struct(">II")  # body length (| JSON_MODULE), request id
@@ -59,13 +64,18 @@ _ORJSON_OPTIONS = orjson.OPT_PASSTHROUGH_DATETIME | orjson.OPT_PASSTHROUGH_DATAC
 _SHUTDOWN_GRACE_S = 1.0
 
 
-def encode(message: Any) -> tuple[bytes, int]:
+def encode(message: Any, context: Any = None) -> tuple[bytes, int]:
     """A frame's body and its flag: orjson when it can carry the message exactly, else the ``json``
     module (``default=str`` either way, as ``V8Sandbox`` serialises a context). Raises
-    ``ValueError``/``TypeError``/``RecursionError`` for what neither can (a cycle)."""
+    ``ValueError``/``TypeError``/``RecursionError`` for what neither can (a cycle). ``context``, a
+    run's context in the message, is refused as ``V8Sandbox`` refuses it when nested deeper than
+    ``MAX_NESTING`` (``ValueError``), before the ``json`` module recurses into it: a deeper one
+    would not be read on the other side."""
     try:
         return orjson.dumps(message, default=str, option=_ORJSON_OPTIONS), 0
     except TypeError:
+        if context is not None:
+            check_nesting(context)
         return json.dumps(message, default=str, separators=(",", ":")).encode(), JSON_MODULE
 
 
@@ -106,6 +116,11 @@ class _Host:
         self.sessions: dict[str, tuple[AbstractAsyncContextManager[SandboxSession], SandboxSession]] = {}
         self.tasks: dict[int, asyncio.Task[None]] = {}
         self.stopping = False
+        sandbox.on_stuck = self.stuck
+
+    def stuck(self) -> None:
+        if not self.out.is_closing():
+            self.out.write(frame(0, *encode(["stuck"])))
 
     def send(self, request_id: int, message: Any) -> None:
         if request_id and not self.out.is_closing():
@@ -115,9 +130,15 @@ class _Host:
         while not self.stopping:
             try:
                 size, request_id = HEADER.unpack(await reader.readexactly(HEADER.size))
-                message = decode(await reader.readexactly(size & LENGTH), size & JSON_MODULE)
+                body = await reader.readexactly(size & LENGTH)
             except (asyncio.IncompleteReadError, ConnectionError):
                 return  # the parent closed our stdin (or went away)
+            try:
+                message = decode(body, size & JSON_MODULE)
+            except Exception as exc:  # one request that cannot be read fails alone, not the process
+                self.send(request_id, [None, type(exc).__name__])
+                _complain(f"a request could not be read: {type(exc).__name__}")
+                continue
             op = message[0]
             try:
                 if op == "run":

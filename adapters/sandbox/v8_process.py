@@ -37,10 +37,18 @@ the child itself never writes user code, context or output there. Children get a
 environment (none of the parent's secrets), no open descriptors but their pipes, and no core
 dumps (their memory holds tenants' data).
 
-Limits that remain: a run V8 cannot interrupt (see ``v8``) still returns TIMEOUT/MEMORY_LIMIT at its
-deadline while its isolate goes on in the child - and may abort it seconds later, failing the runs
-then in flight there. Each child has its own warm isolates (``warm_per_scope``/``warm_max`` are per
-child) and costs ~80 MiB of memory once started.
+A run V8 cannot interrupt (a built-in that ignores termination, see ``v8``) still returns
+TIMEOUT/MEMORY_LIMIT at its deadline while its isolate goes on in the child, on a CPU core, maybe
+for good. When the child reports such an isolate (``v8.STUCK_AFTER_S`` after it was given up), the
+child is retired: it takes no new run - new sessions, and the next runs of its sessions, go to a
+new child, as after a crash, but without counting as one - and it is killed once the runs in
+flight there have answered, at the latest the last of their time limits plus ``_RETIRE_GRACE_S``
+(its background runs are collected meanwhile, for their polls). So such code costs a core for at
+most the time limits of the runs it shared a child with, and fails no other run.
+
+Limits that remain: a stuck isolate may still make V8 abort the child before it is killed, failing
+the runs then in flight there. Each child has its own warm isolates (``warm_per_scope``/
+``warm_max`` are per child) and costs ~80 MiB of memory once started.
 
 ``aclose`` asks every child to stop, and kills one that has not exited within
 ``shutdown_timeout_s``; a run still in flight then ends ``SANDBOX_UNAVAILABLE``. A child whose
@@ -83,6 +91,8 @@ _STDERR_LINES = 500  # per child, so a child cannot flood the logs
 _STDERR_LINE_CHARS = 2000
 _STDERR_QUIET_S = 0.05  # the end of a burst of stderr lines
 _HOLD_S = 0.02  # the longest a session's close waits to go with another request
+_RETIRE_GRACE_S = 1.0  # a retired child's runs in flight answer at their time limit; then it is killed
+_DRAIN_POLL_S = 0.05  # how often a retired child is looked at (and its background runs polled)
 _ENV_KEPT = ("PATH", "TZ", "LANG", "LANGUAGE", "TMPDIR", "SYSTEMROOT", "HOME")
 _V8_DEFAULTS = {name: p.default for name, p in inspect.signature(V8Sandbox).parameters.items()}
 _PROJECT_ROOT = str(Path(__file__).resolve().parents[2])  # where the child imports adapters from
@@ -114,6 +124,8 @@ class _Child:
         self.closing = False  # stopped by us: runs in flight did not crash it
         self.sessions = 0  # open sessions bound to this child
         self.lost = 0  # requests in flight when it stopped
+        self.retiring = False  # it has an isolate V8 could not stop: no new runs, killed once idle
+        self.busy_until = 0.0  # (monotonic) the time limit of the last run sent to it that ends
         self.pending: dict[int, asyncio.Future[list[Any]]] = {}
         self._ids = itertools.count(1)
         assert proc.stdin is not None
@@ -165,6 +177,10 @@ class _Child:
         self.pending[request_id] = future
         self._write(frame(request_id, *body))
         return request_id, future
+
+    def runs_until(self, timeout_ms: int) -> None:
+        """A run (or background run) with that time limit was sent: a retired child waits for it."""
+        self.busy_until = max(self.busy_until, time.monotonic() + timeout_ms / 1000)
 
     async def ask(self, message: list[Any], timeout_s: float) -> Any:
         request_id, future = self.send(encode(message))
@@ -231,6 +247,10 @@ class _Child:
             while True:
                 size, request_id = HEADER.unpack(await stdout.readexactly(HEADER.size))
                 answer = decode(await stdout.readexactly(size & LENGTH), size & JSON_MODULE)
+                if request_id == 0:  # a notice, answering nothing
+                    if answer == ["stuck"]:
+                        self.sandbox._retire(self)
+                    continue
                 future = self.pending.pop(request_id, None)
                 if future is not None and not future.done():
                     future.set_result(answer)
@@ -357,18 +377,26 @@ class ProcessV8Session:
 
     async def _bind(self) -> _Child:
         child = self._child
-        if child is not None and child.alive:
+        if child is not None and child.alive and not child.retiring:
             return child
         child = await self._sandbox._least_loaded()
         bound = self._child
-        if bound is not None and bound.alive:  # an overlapping run bound the session meanwhile
+        if bound is not None and bound.alive and not bound.retiring:  # an overlapping run bound it
             return bound
+        self._leave()  # a retired child: the session's isolates stay there, it goes on in this one
         # Not waited for: the child handles an "open" before it reads the next request; it goes
         # with this run's request, in one write.
         child.hold(encode(["open", self.session_id, self._scope]))
         child.sessions += 1
         self._child = child
         return child
+
+    def _leave(self) -> None:
+        child, self._child = self._child, None
+        if child is not None and child.alive:
+            child.sessions -= 1
+            with contextlib.suppress(Exception):
+                child.hold(encode(["close", self.session_id]))
 
     async def run(self, run: SandboxRun) -> SandboxResult:
         started = time.perf_counter()
@@ -378,7 +406,7 @@ class ProcessV8Session:
         if self._closed or sandbox.closed:
             return self.failure("SANDBOX_UNAVAILABLE", "the V8 sandbox session is closed", started)
         try:
-            body = encode(["run", self.session_id, *_wire(run)])
+            body = encode(["run", self.session_id, *_wire(run)], run.context)
         except _UNSERIALISABLE as exc:
             return self.failure("RUNTIME_ERROR", f"the context is not JSON-serialisable: {exc}", started)
         timeout_ms = run.timeout_ms if run.timeout_ms > 0 else sandbox.default_timeout_ms
@@ -386,6 +414,7 @@ class ProcessV8Session:
             try:
                 child = await self._bind()
                 request_id, future = child.send(body)
+                child.runs_until(timeout_ms)
             except _Unavailable as exc:
                 return self.failure("SANDBOX_UNAVAILABLE", exc.message, started)
             except _Gone:  # it died before the run was sent: nothing lost, take a new one
@@ -397,7 +426,7 @@ class ProcessV8Session:
                     request_id, future, timeout_ms / 1000 + _WATCHDOG_S, cancel_remote=True
                 )
             except _Gone:
-                if child.closing or sandbox.closed:
+                if child.closing or sandbox.closed:  # closed, or a retired child past its runs' limits
                     return self.failure(
                         "SANDBOX_UNAVAILABLE", "the V8 sandbox was closed while running this code", started
                     )
@@ -414,11 +443,7 @@ class ProcessV8Session:
 
     def close(self) -> None:
         self._closed = True
-        child, self._child = self._child, None
-        if child is not None and child.alive:
-            child.sessions -= 1
-            with contextlib.suppress(Exception):
-                child.hold(encode(["close", self.session_id]))
+        self._leave()
 
 
 class ProcessV8Sandbox:
@@ -463,12 +488,16 @@ class ProcessV8Sandbox:
         self._turn = 0
         self._crashes: deque[float] = deque()
         self._background: OrderedDict[str, _Child] = OrderedDict()  # started runs, by session id
-        self._not_started: OrderedDict[str, SandboxResult] = OrderedDict()
+        # Results held here for their poll: background runs that could not start, and those
+        # collected from a retired child before it was killed.
+        self._ready: OrderedDict[str, SandboxResult] = OrderedDict()
+        self._retired: set[_Child] = set()  # retired children not killed yet
+        self._draining: set[asyncio.Task[None]] = set()
         self._config = orjson.dumps(config).decode()
 
     @property
     def pids(self) -> list[int]:
-        """The process ids of the children running now."""
+        """The process ids of the children taking runs now (not those retired, still finishing some)."""
         return [slot.child.pid for slot in self._slots if slot.child is not None and slot.child.alive]
 
     # --- children -----------------------------------------------------------------------------------
@@ -547,6 +576,58 @@ class ProcessV8Sandbox:
         log.info("V8 sandbox process %s started", child.pid)
         return child
 
+    def _retire(self, child: _Child) -> None:
+        """The child has an isolate V8 could not stop, burning a CPU core for as long as the process
+        lives: it takes no new run (its sessions go on in a new child, as after a crash) and is
+        killed once the runs in flight there are over. Not a crash: runs are not refused for it."""
+        if child.retiring or not child.alive or self.closed:
+            return
+        child.retiring = True
+        for slot in self._slots:
+            if slot.child is child:
+                slot.child = None
+        log.warning(
+            "V8 sandbox process %s has an isolate V8 could not stop; it takes no new runs and is "
+            "stopped once those in flight there are over (%d requests waiting)",
+            child.pid,
+            len(child.pending),
+        )
+        self._retired.add(child)
+        task = child.loop.create_task(self._drain(child), name=f"v8 sandbox {child.pid} retire")
+        self._draining.add(task)
+        task.add_done_callback(self._draining.discard)
+
+    async def _drain(self, child: _Child) -> None:
+        """Wait for a retired child's runs in flight - collecting its background runs' results for
+        their polls - at most until the last of their time limits (each answers by then, TIMEOUT
+        if need be), then kill it."""
+        try:
+            while child.alive and time.monotonic() < child.busy_until + _RETIRE_GRACE_S:
+                for session_id in [sid for sid, c in self._background.items() if c is child]:
+                    await self._collect(child, session_id)
+                if not child.pending and child not in self._background.values():
+                    break
+                await asyncio.sleep(_DRAIN_POLL_S)
+        finally:
+            child.closing = True
+            child.kill()
+            self._retired.discard(child)
+            log.info("V8 sandbox process %s retired", child.pid)
+
+    async def _collect(self, child: _Child, session_id: str) -> None:
+        try:
+            wire = await child.ask(["poll", session_id], _REQUEST_TIMEOUT_S)
+        except (_Gone, _Unavailable, RuntimeError):
+            return
+        if wire is not None and self._background.get(session_id) is child:  # not polled meanwhile
+            del self._background[session_id]
+            self._hold(session_id, result_from_wire(wire))
+
+    def _hold(self, session_id: str, result: SandboxResult) -> None:
+        self._ready[session_id] = replace(result, session_id=session_id)
+        while len(self._ready) > RESULTS_KEPT:
+            self._ready.popitem(last=False)
+
     # --- the port -----------------------------------------------------------------------------------
 
     @contextlib.asynccontextmanager
@@ -560,13 +641,14 @@ class ProcessV8Sandbox:
     async def start(self, run: SandboxRun) -> str:
         started = time.perf_counter()
         try:
-            body = encode(["start", *_wire(run)])
+            body = encode(["start", *_wire(run)], run.context)
         except _UNSERIALISABLE as exc:
             failed = failure("RUNTIME_ERROR", f"the context is not JSON-serialisable: {exc}", started)
         else:
             try:
                 child = await self._least_loaded()
                 request_id, future = child.send(body)
+                child.runs_until(run.timeout_ms if run.timeout_ms > 0 else self.default_timeout_ms)
                 session_id = str(
                     await child.wait(request_id, future, _REQUEST_TIMEOUT_S, cancel_remote=False)
                 )
@@ -581,15 +663,13 @@ class ProcessV8Sandbox:
                 return session_id
         # Not started: the poll tells why, as for a run that failed at once.
         session_id = f"v8_{secrets.token_hex(8)}"
-        self._not_started[session_id] = replace(failed, session_id=session_id)
-        while len(self._not_started) > RESULTS_KEPT:
-            self._not_started.popitem(last=False)
+        self._hold(session_id, failed)
         return session_id
 
     async def poll(self, session_id: str) -> SandboxResult | None:
-        failed = self._not_started.pop(session_id, None)
-        if failed is not None:
-            return failed
+        ready = self._ready.pop(session_id, None)
+        if ready is not None:
+            return ready
         child = self._background.get(session_id)
         unknown = SandboxResult(
             success=False,
@@ -599,11 +679,16 @@ class ProcessV8Sandbox:
         if child is None or not child.alive or child.loop is not asyncio.get_running_loop():
             self._background.pop(session_id, None)
             return unknown
+        if child.retiring:
+            return None  # its drain collects the result
         try:
             wire = await child.ask(["poll", session_id], _REQUEST_TIMEOUT_S)
         except (_Gone, _Unavailable, RuntimeError):
             self._background.pop(session_id, None)
-            return unknown
+            return self._ready.pop(session_id, unknown)
+        ready = self._ready.pop(session_id, None)
+        if ready is not None:  # the child retired meanwhile and its drain asked first
+            return ready
         if wire is None:
             return None
         self._background.pop(session_id, None)
@@ -630,5 +715,20 @@ class ProcessV8Sandbox:
                 child.kill()
         if children:
             await asyncio.gather(*(child.stop(self.shutdown_timeout_s) for child in children))
+        # Retired children: their runs in flight are not waited for any more.
+        retired, self._retired = list(self._retired), set()
+        for child in retired:
+            child.closing = True
+            child.kill()
+        draining = [task for task in self._draining if task.get_loop() is loop]
+        for task in draining:
+            task.cancel()
+        with contextlib.suppress(Exception):  # reaped by their readers
+            await asyncio.wait_for(
+                asyncio.gather(
+                    *draining, *(c.reader for c in retired if c.loop is loop), return_exceptions=True
+                ),
+                1.0,
+            )
         self._background.clear()
-        self._not_started.clear()
+        self._ready.clear()

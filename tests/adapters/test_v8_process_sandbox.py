@@ -11,7 +11,7 @@ from typing import Any
 import psutil
 import pytest
 
-from adapters.sandbox.v8 import UNKNOWN_SESSION
+from adapters.sandbox.v8 import MAX_NESTING, UNKNOWN_SESSION
 from adapters.sandbox.v8_process import CRASHED_MESSAGE, ProcessV8Sandbox
 from application.ports import SandboxRun
 
@@ -27,6 +27,8 @@ CRASH = (
     "console.log(variables.apiKey); utils.log(variables.apiKey); return 'x'.repeat(2 ** 28).split('').length"
 )
 BUSY = "const t = Date.now(); while (Date.now() - t < 4000) {} return 'done'"
+# A built-in that does not check for V8's termination: it would run for hours after its TIMEOUT.
+STUCK = "return Array.prototype.indexOf.call({length: 2 ** 40}, 1)"
 
 
 def js(code: str, context: dict[str, Any] = CONTEXT, **extra: Any) -> SandboxRun:
@@ -144,6 +146,8 @@ async def test_outputs_logs_and_errors_are_those_of_the_v8_sandbox(sandbox: Proc
         r = await s.run(js("const a = 1;\nconst b = ;\nreturn a"))
         assert r.error["code"] == "SYNTAX_ERROR"
         assert r.error["message"] == "SyntaxError: Unexpected token ';' (line 2)"
+        r = await s.run(js("const a = 1;\nif (a) {\n"))
+        assert r.error["message"] == "SyntaxError: Unexpected end of input (line 2)"
         assert (await s.run(js("return await Promise.resolve(21) * 2"))).output == 42
         big = await s.run(js("return 'x'.repeat(2000000)"))
         assert big.error["code"] == "OUTPUT_TOO_LARGE"
@@ -168,6 +172,72 @@ async def test_what_json_cannot_carry_as_is_arrives_as_in_process(sandbox: Proce
         cyclic["variables"]["self"] = cyclic
         r = await s.run(js("return 1", cyclic))
         assert r.error["code"] == "RUNTIME_ERROR" and "not JSON-serialisable" in r.error["message"]
+
+
+def nested(depth: int) -> Any:
+    value: Any = 1
+    for _ in range(depth):
+        value = {"a": value}
+    return value
+
+
+async def test_nesting_deeper_than_the_limit_fails_the_run_as_in_process(sandbox: ProcessV8Sandbox) -> None:
+    """Deep values cross the pipe through the json module, which recurses: up to MAX_NESTING levels
+    they arrive, deeper they fail the run with V8Sandbox's errors - never the child, nor the parent."""
+    async with sandbox.session() as s:
+        deep = await s.run(
+            js("let o = {}; let c = o; for (let i = 0; i < 5000; i++) { c.a = {}; c = c.a } return o")
+        )
+        assert deep.error == {
+            "message": "the result is nested more than 500 levels deep",
+            "code": "OUTPUT_TOO_LARGE",
+        }
+        r = await s.run(js("return variables", {"variables": nested(MAX_NESTING - 1)}))
+        assert r.success and r.output == nested(MAX_NESTING - 1)
+        for depth in (MAX_NESTING, 700, 2000):  # refused by the parent, before any reaches the pipe
+            r = await s.run(js("return 1", {"variables": nested(depth)}))
+            assert r.error == {
+                "message": "the context is not JSON-serialisable: it is nested more than 500 levels deep",
+                "code": "RUNTIME_ERROR",
+            }
+        background = await sandbox.start(js("return 1", {"variables": nested(2000)}))
+        polled = await sandbox.poll(background)
+        assert polled is not None and polled.error is not None and polled.error["code"] == "RUNTIME_ERROR"
+        assert (await s.run(js("return 2"))).output == 2
+
+
+async def test_a_child_whose_isolate_v8_cannot_stop_is_retired(
+    fresh: ProcessV8Sandbox, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A built-in that ignores termination gets TIMEOUT but runs on in the child, on a CPU core, for
+    good. The child is retired: new runs go to a new child (its sessions too), and it is killed
+    once the runs in flight there - of other tenants too, background ones included - are over."""
+    caplog.set_level(logging.INFO, logger="tolstoy.sandbox.v8")
+    busy = BUSY.replace("4000", "3000")
+    async with fresh.session("org-evil") as evil, fresh.session("org-innocent") as innocent:
+        assert (await evil.run(js("return 1"))).output == 1
+        (first,) = fresh.pids
+        bystander = asyncio.create_task(innocent.run(js(busy)))
+        background = await fresh.start(js(busy))
+        await asyncio.sleep(0.1)
+        stuck = await evil.run(js(STUCK, timeout_ms=100))
+        assert stuck.error is not None and stuck.error["code"] == "TIMEOUT"
+        await eventually(lambda: first not in fresh.pids, 5.0)  # retired within a second or so...
+        assert not gone(first) and not bystander.done()  # ...but its runs in flight go on
+        again = await evil.run(js("return 'elsewhere'"))  # the session goes on in a new child
+        assert again.output == "elsewhere" and again.session_id == evil.session_id
+        (second,) = fresh.pids
+        assert second != first
+        assert (await bystander).output == "done"
+        await eventually(lambda: gone(first), 5.0)  # killed once they are over: its CPU is back
+        polled = await fresh.poll(background)  # collected before the child went
+        assert polled is not None and (polled.output, polled.session_id) == ("done", background)
+        assert (await innocent.run(js("return 'back'"))).output == "back"
+        assert fresh.pids == [second]
+    assert "could not stop" in caplog.text and f"{first} retired" in caplog.text
+    assert not fresh._crashes and "stopped (signal" not in caplog.text  # not a crash: no run refused for it
+    async with fresh.session() as s:
+        assert (await s.run(js("return 3"))).output == 3
 
 
 async def test_limits_still_hold(sandbox: ProcessV8Sandbox) -> None:

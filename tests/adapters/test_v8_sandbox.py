@@ -9,7 +9,7 @@ from typing import Any
 
 import pytest
 
-from adapters.sandbox.v8 import V8Sandbox
+from adapters.sandbox.v8 import MAX_NESTING, V8Sandbox
 from application.ports import SandboxRun
 
 CONTEXT = {
@@ -239,6 +239,45 @@ async def test_a_builtin_v8_cannot_interrupt_does_not_hold_anything_up(sandbox: 
     assert beats >= 10  # the event loop kept going meanwhile
 
 
+async def test_an_isolate_v8_does_not_stop_is_reported(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A built-in that ignores termination runs on, on a CPU core, after its run's TIMEOUT: the
+    sandbox reports it (``on_stuck``), for the child-process host to retire its process
+    (tests/adapters/test_v8_process_sandbox.py). This built-in ends after a second or two."""
+    from adapters.sandbox import v8
+
+    monkeypatch.setattr(v8, "STUCK_AFTER_S", 0.2)
+    sandbox = V8Sandbox(memory_mb=32)
+    reports: list[float] = []
+    sandbox.on_stuck = lambda: reports.append(time.perf_counter())
+    try:
+        async with sandbox.session() as s:
+            r = await s.run(js("while (true) {}", timeout_ms=100))
+            assert r.error["code"] == "TIMEOUT"
+            await asyncio.sleep(0.4)
+            assert reports == []  # terminated at once: not stuck
+            given_up = time.perf_counter()
+            r = await s.run(
+                js(
+                    "return Array.prototype.indexOf.call({length: 2 ** 40}, 1, 2 ** 40 - 2 ** 22)",
+                    timeout_ms=100,
+                )
+            )
+            assert r.error["code"] == "TIMEOUT"
+            assert (await s.run(js("return 5"))).output == 5
+            for _ in range(100):
+                if reports:
+                    break
+                await asyncio.sleep(0.02)
+            assert len(reports) == 1 and reports[0] - given_up >= 0.2
+        for _ in range(1000):  # the built-in returns; its isolate is disposed of
+            if sandbox.abandoned_isolates == 0:
+                break
+            await asyncio.sleep(0.02)
+        assert sandbox.abandoned_isolates == 0 and len(reports) == 1
+    finally:
+        await sandbox.aclose()
+
+
 async def test_a_cancelled_run_leaves_the_session_usable(sandbox: V8Sandbox) -> None:
     async with sandbox.session() as s:
         task = asyncio.create_task(s.run(js("while (true) {}", timeout_ms=10_000)))
@@ -445,6 +484,39 @@ async def test_syntax_errors_say_where(sandbox: V8Sandbox) -> None:
         assert (await s.run(js("return 7"))).output == 7
 
 
+# Each unclosed or extra bracket blames the user's code, never the wrapper's closing "});".
+UNBALANCED = [
+    ("return {a: 1", False, "Unexpected end of input (line 1)", "return {a: 1\n            ^"),
+    ("if (x) {", False, "Unexpected end of input (line 1)", "if (x) {\n        ^"),
+    ("const a = 1;\nif (a) {\n  return a;\n\n", False, "Unexpected end of input (line 3)", "  return a;\n"),
+    ("const n = 2;\nreturn n }\n", False, "Unexpected token '}' (line 2)", "return n }\n         ^"),
+    ("return f(1 // why\n", False, "missing ) after argument list (line 1)", "return f(1 // why\n"),
+    ("{a: 1", True, "Unexpected end of input (line 1)", "{a: 1\n     ^"),
+    ("variables.n)", True, "Unexpected token ')' (line 1)", "variables.n)\n           ^"),
+    ("variables.n }", True, "Unexpected token '}' (line 1)", "variables.n }\n            ^"),
+]
+
+
+@pytest.mark.parametrize(("code", "expression", "message", "excerpt"), UNBALANCED)
+async def test_a_syntax_error_is_located_in_the_users_code_never_in_the_wrapper(
+    sandbox: V8Sandbox, code: str, expression: bool, message: str, excerpt: str
+) -> None:
+    async with sandbox.session() as s:
+        r = await s.run(js(code, expression=expression))
+    assert r.error is not None and r.error["code"] == "SYNTAX_ERROR"
+    assert r.error["message"] == f"SyntaxError: {message}"
+    assert r.error["stack"].startswith(excerpt)
+    assert "});" not in r.error["stack"] and ");" not in r.error["stack"]
+
+
+async def test_syntax_errors_of_strict_mode_are_located_too(sandbox: V8Sandbox) -> None:
+    async with sandbox.session() as s:
+        r = await s.run(js("const a = 1;\nwith (a) {}"))
+        assert r.error["message"] == "SyntaxError: Strict mode code may not include a with statement (line 2)"
+        r = await s.run(js("const x = await g(1\nreturn x"))  # compiled as an async function
+        assert r.error["message"] == "SyntaxError: missing ) after argument list (line 1)"
+
+
 async def test_results_must_be_json_and_not_too_large(sandbox: V8Sandbox) -> None:
     async with sandbox.session() as s:
         big = await s.run(js("return 'x'.repeat(2000000)"))
@@ -500,6 +572,68 @@ async def test_what_orjson_refuses_or_reads_differently_takes_the_json_module(sa
         r = await s.run(js("let d = variables.deep, n = 0; while (Array.isArray(d)) { d = d[0]; n++; } return n",
                            {**CONTEXT, "variables": {"deep": deep}}))  # fmt: skip
         assert (r.success, r.output) == (True, 300)
+
+
+NESTED = "let o = 1; for (let i = 0; i < {depth}; i++) o = {{ a: o }}; {then}"
+
+
+def nested(depth: int) -> Any:
+    value: Any = 1
+    for _ in range(depth):
+        value = {"a": value}
+    return value
+
+
+def depth_of(value: Any) -> int:
+    depth = 0
+    while isinstance(value, dict):
+        value, depth = value["a"], depth + 1
+    return depth
+
+
+async def test_a_result_nested_too_deep_is_the_codes_error_not_the_sandboxs(sandbox: V8Sandbox) -> None:
+    """Python reads deep JSON with a recursion of its own: a result nested deeper than MAX_NESTING
+    fails the run as OUTPUT_TOO_LARGE (not retried), not the sandbox (SANDBOX_UNAVAILABLE)."""
+    async with sandbox.session() as s:
+        deep = await s.run(
+            js("let o = {}; let c = o; for (let i = 0; i < 5000; i++) { c.a = {}; c = c.a } return o")
+        )
+        assert deep.error == {
+            "message": "the result is nested more than 500 levels deep",
+            "code": "OUTPUT_TOO_LARGE",
+        }
+        r = await s.run(js(NESTED.format(depth=MAX_NESTING, then="return o")))
+        assert r.success and depth_of(r.output) == MAX_NESTING
+        r = await s.run(js(NESTED.format(depth=MAX_NESTING + 1, then="return o")))
+        assert r.error["code"] == "OUTPUT_TOO_LARGE"
+        r = await s.run(js("return ['{'.repeat(600) + '\\\\\\\"' + '['.repeat(600), '\\\\', '\\\\[[']"))
+        assert r.success and r.output[0].endswith('\\"' + "[" * 600)  # brackets in strings do not count
+        # A log's data nested too deep is replaced by a note; the run goes on.
+        r = await s.run(js(NESTED.format(depth=5000, then="utils.log('deep', o); console.log(o); return 1")))
+        assert r.output == 1
+        assert (r.logs[0]["message"], r.logs[0]["data"]) == (
+            "deep",
+            "[data nested more than 500 levels deep]",
+        )
+        assert r.logs[1]["message"].startswith('{"a":{"a":')  # console.log prints: a string
+        assert (await s.run(js("return 2"))).output == 2
+
+
+async def test_a_context_nested_too_deep_is_refused_clearly(sandbox: V8Sandbox) -> None:
+    """A context deeper than orjson writes (254 levels) is written by the json module, which recurses:
+    deeper than MAX_NESTING, the run fails as the child-process sandbox fails it, no exception."""
+    async with sandbox.session() as s:
+        for context in ({"variables": nested(2000)}, {"stepOutputs": {"x": [nested(MAX_NESTING)]}}):
+            r = await s.run(js("return 1", context))
+            assert r.error == {
+                "message": "the context is not JSON-serialisable: it is nested more than 500 levels deep",
+                "code": "RUNTIME_ERROR",
+            }
+        r = await s.run(js("return variables", {"variables": nested(MAX_NESTING - 1)}))
+        assert r.success and depth_of(r.output) == MAX_NESTING - 1
+        shared: list[Any] = [nested(300)]
+        r = await s.run(js("return variables.a.length", {"variables": {"a": [shared] * 3}}))
+        assert r.output == 3  # the same list thrice is no cycle
 
 
 @pytest.mark.parametrize("language", ["python", "go", "rust", "typescript"])
@@ -563,7 +697,7 @@ _THREADS_STARTED_BEFORE_V8 = """
 import asyncio, threading
 from concurrent.futures import ThreadPoolExecutor
 
-from adapters.sandbox.v8 import V8Sandbox
+from adapters.sandbox.v8 import MAX_NESTING, V8Sandbox
 from application.ports import SandboxRun
 
 # A thread that exists before V8 is set up (as a server's executor threads do) later disposes of
@@ -613,7 +747,7 @@ def test_isolates_can_be_disposed_of_from_threads_older_than_v8() -> None:
 _FIRST_ISOLATES_AT_ONCE = """
 import asyncio
 
-from adapters.sandbox.v8 import V8Sandbox
+from adapters.sandbox.v8 import MAX_NESTING, V8Sandbox
 from application.ports import SandboxRun
 
 
