@@ -9,7 +9,9 @@ import sys
 from entrypoints.settings import Settings
 
 
-def _logging(level: str) -> None:
+def configure_logging(level: str) -> None:
+    """Every command's logging; also run by each `tolstoy worker --processes` child, which is
+    spawned (a fresh interpreter that runs none of this module's main)."""
     logging.basicConfig(
         level=level.upper(),
         format='{"time":"%(asctime)s","level":"%(levelname)s","logger":"%(name)s","msg":"%(message)s"}',
@@ -128,7 +130,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
 
     settings = Settings()
-    _logging(settings.log_level)
+    configure_logging(settings.log_level)
     if args.command == "serve":
         return serve(settings, args.host, args.port)
     if args.command == "grpc":
