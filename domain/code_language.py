@@ -129,6 +129,11 @@ def resolve_language(declared: str | None, code: str) -> str:
     ``rs``... understood); otherwise the code's hints decide. A declared language no sandbox knows
     is returned as declared, for the sandbox to refuse by name."""
     if declared is not None and declared.strip():
-        name = declared.strip().lower()
-        return _ALIASES.get(name, name)
+        return canonical(declared)
     return detect_language(code)
+
+
+def canonical(name: str) -> str:
+    """A declared language's name as the sandboxes know it: ``"JS"`` -> ``"javascript"``."""
+    name = name.strip().lower()
+    return _ALIASES.get(name, name)

@@ -15,6 +15,7 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
+from domain.code_language import LANGUAGES, canonical
 from domain.rules import Problems, type_name
 from domain.tool import HTTP_METHODS
 
@@ -25,7 +26,6 @@ TIMEOUT_MS_MAX = 24 * 3600 * 1000
 DELAY_MS_MAX = 30 * 24 * 3600 * 1000
 RETRIES_MAX = 20
 BACKOFF = ("exponential", "fixed")
-LANGUAGES = ("javascript", "python", "go", "rust")
 _STEP_ID = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_-]{0,63}")
 _STEP_KEYS = {"id", "name", "type", "config", "executeIf", "dependsOn", "retry", "timeout"}
 
@@ -146,7 +146,15 @@ def _any(_p: Problems, _where: str, _value: Any) -> None:
     return None
 
 
-_SANDBOX = {"code": _str(required=True), "language": _one_of(LANGUAGES)}
+def _language(p: Problems, where: str, value: Any) -> None:
+    """One of LANGUAGES, in any case or by a usual short name (``js``, ``py``, ``golang``, ``rs``)."""
+    if value is not None and (not isinstance(value, str) or canonical(value) not in LANGUAGES):
+        expected = " | ".join(f"'{o}'" for o in LANGUAGES)
+        shown = value if isinstance(value, str) else type_name(value)
+        p.add(where, f"Invalid enum value. Expected {expected}, received '{shown}'", "invalid_enum_value")
+
+
+_SANDBOX = {"code": _str(required=True), "language": _language}
 _POLLING = {
     "waitForCompletion": _bool,
     "pollInterval": _int(100, 600_000),

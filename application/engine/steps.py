@@ -23,6 +23,7 @@ from domain.tool import header_problems, with_default_header
 BODY_METHODS = ("POST", "PUT", "PATCH", "DELETE")
 RETRYABLE_STATUS = frozenset({408, 425, 429, 500, 502, 503, 504})
 _NOT_RETRYABLE_SANDBOX = frozenset({"SYNTAX_ERROR", "UNSUPPORTED_LANGUAGE", "OUTPUT_TOO_LARGE"})
+_SANDBOX_FAILURES = frozenset({"SANDBOX_UNAVAILABLE", "SANDBOX_CRASHED"})  # not the code's doing
 POLL_INTERVAL_MS = 1000
 MAX_POLL_ATTEMPTS = 300
 
@@ -174,6 +175,8 @@ class StepRunners:
         try:
             return js_truthy(sandbox_outcome(result, ctx))
         except StepFailed as exc:
+            if exc.code in _SANDBOX_FAILURES:  # the sandbox's failure, not the expression's: again
+                raise StepFailed(f"executeIf failed: {exc.message}", exc.code) from None
             raise StepFailed(
                 f"executeIf failed: {exc.message}", "EXECUTE_IF_ERROR", retryable=False
             ) from None

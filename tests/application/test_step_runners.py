@@ -12,7 +12,7 @@ import pytest
 from adapters.regex import compile_pattern
 from application.engine.steps import StepContext, StepFailed, StepRunners, js_truthy
 from application.execute_action import ExecuteAction
-from application.ports import OutboundRequest, OutboundResponse
+from application.ports import OutboundRequest, OutboundResponse, SandboxResult
 from domain.egress import EgressRefused
 from domain.errors import DomainError, Unavailable, UpstreamTimeout, UpstreamUnreachable
 from domain.flow_definition import parse_definition
@@ -172,3 +172,26 @@ async def test_conditions_are_true_or_false_as_in_javascript(value, truthy) -> N
         step = {"id": "if", "type": "conditional", "config": {"condition": "expr"}}
         assert await run.run(context(step, sandbox=session)) == {"result": truthy}
         assert await run.condition("expr", context(step, sandbox=session)) is truthy
+
+
+async def test_an_execute_if_the_sandbox_failed_to_evaluate_is_retried_one_that_failed_is_not() -> None:
+    class Failing(FakeSandbox):
+        def __init__(self, code: str) -> None:
+            super().__init__()
+            self.code = code
+
+        async def _run(self, run: Any) -> Any:
+            return SandboxResult(False, error={"message": "it went", "code": self.code})
+
+    for code, expected, retryable in (
+        ("SANDBOX_CRASHED", "SANDBOX_CRASHED", True),
+        ("SANDBOX_UNAVAILABLE", "SANDBOX_UNAVAILABLE", True),
+        ("RUNTIME_ERROR", "EXECUTE_IF_ERROR", False),
+        ("TIMEOUT", "EXECUTE_IF_ERROR", False),
+    ):
+        sandbox = Failing(code)
+        async with sandbox.session() as session:
+            with pytest.raises(StepFailed) as failed:
+                await runners(Refusing(), sandbox).condition("x", context(http_step(), sandbox=session))
+        assert (failed.value.code, failed.value.retryable) == (expected, retryable)
+        assert failed.value.message == "executeIf failed: it went"

@@ -180,3 +180,21 @@ def test_a_resume_keeps_completed_steps_that_come_after_no_step_that_runs_again(
         [step("a"), step("b", dependsOn=[]), step("c", dependsOn=["a", "b"]), step("d", dependsOn=["b"])]
     )
     assert dag.reusable({"b", "c", "d"}) == ("b", "d")  # c waits for a, which runs again
+
+
+@pytest.mark.parametrize(
+    "given", ["javascript", "JavaScript", "js", " node ", "py", "Python3", "golang", "rs"]
+)
+def test_code_steps_take_a_language_in_any_case_or_by_its_short_name(given: str) -> None:
+    step = {"id": "c", "type": "code_execution", "config": {"code": "return 1", "language": given}}
+    assert parse_definition([step]).steps[0].config["language"] == given  # resolved when it runs
+
+
+@pytest.mark.parametrize("given", ["ts", "cobol", 7, ""])
+def test_a_language_no_sandbox_knows_is_refused_by_field(given: Any) -> None:
+    step = {"id": "c", "type": "code_execution", "config": {"code": "return 1", "language": given}}
+    with pytest.raises(ValidationFailed) as refused:
+        parse_definition([step])
+    assert [(e.field, e.code) for e in refused.value.errors] == [
+        ("steps.0.config.language", "invalid_enum_value")
+    ]
