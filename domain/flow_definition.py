@@ -165,6 +165,7 @@ CONFIGS: dict[str, dict[str, Check]] = {
         "url": _str(required=True, max_len=2048),
         "method": _one_of(HTTP_METHODS),
         "headers": _object,
+        "query": _object,
         "body": _any,
         "timeout": _int(1, TIMEOUT_MS_MAX),
     },

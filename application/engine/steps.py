@@ -9,6 +9,7 @@ import re
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
+from urllib.parse import urlencode, urlsplit, urlunsplit
 
 from application.execute_action import SAFE_HEADERS, ExecuteAction, decode_body
 from application.ports import HttpClient, OutboundRequest, Sandbox, SandboxResult, SandboxRun, SandboxSession
@@ -201,6 +202,8 @@ class StepRunners:
                 "TEMPLATE_ERROR",
                 retryable=False,
             )
+        if config.get("query"):  # values encoded, unlike those templated into the url itself
+            url = _with_query(url, _template(config["query"], ctx, "config.query"))
         method = str(config.get("method") or "GET").upper()
         headers = {
             str(k): templates.to_text(v)
@@ -290,6 +293,22 @@ class StepRunners:
                 return {"sessionId": session_id, "output": output}
             await asyncio.sleep(interval)
         raise StepFailed(f"The background run {session_id} did not finish in time", "TIMEOUT")
+
+
+def _with_query(url: str, query: dict[str, Any]) -> str:
+    """``url`` with ``query``'s parameters added, percent-encoded (a list repeats its name; null is
+    left out), before any fragment."""
+    pairs = [
+        (name, templates.to_text(item))
+        for name, value in query.items()
+        for item in (value if isinstance(value, list) else [value])
+        if item is not None
+    ]
+    if not pairs:
+        return url
+    parts = urlsplit(url)
+    added = urlencode(pairs)
+    return urlunsplit(parts._replace(query=f"{parts.query}&{added}" if parts.query else added))
 
 
 def _request_timeout_ms(step: StepDefinition, default_ms: int) -> int:

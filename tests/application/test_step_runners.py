@@ -195,3 +195,15 @@ async def test_an_execute_if_the_sandbox_failed_to_evaluate_is_retried_one_that_
                 await runners(Refusing(), sandbox).condition("x", context(http_step(), sandbox=session))
         assert (failed.value.code, failed.value.retryable) == (expected, retryable)
         assert failed.value.message == "executeIf failed: it went"
+
+
+async def test_query_parameters_are_encoded_and_added_to_the_url() -> None:
+    http = Refusing()
+    step = http_step(
+        url="http://api.test/search?page=2#top",
+        query={"q": "{{variables.q}}", "tag": ["a b", "c"], "n": "{{variables.n}}", "gone": None},
+    )
+    await runners(http).run(context(step, {"q": "a&b=c#frag", "n": 3}))
+    assert http.sent[-1].url == "http://api.test/search?page=2&q=a%26b%3Dc%23frag&tag=a+b&tag=c&n=3#top"
+    await runners(http).run(context(http_step(query={"q": "x"})))
+    assert http.sent[-1].url == "http://api.test/x?q=x"
