@@ -27,8 +27,8 @@ from application.ports import (
 from application.resources import audit_event
 from application.tenancy import TenantContext
 from domain import templates
-from domain.auth_injection import MissingCredential, inject
-from domain.credentials import is_sensitive
+from domain.auth_injection import Injection, MissingCredential, inject
+from domain.credentials import echo_forms
 from domain.errors import DomainError, NotFound, UpstreamTimeout
 from domain.events import OutboxEvent
 from domain.ids import execution_id, new_id
@@ -135,10 +135,11 @@ class ExecuteAction:
         clean = parse_schema(action.input_schema, self._compile_pattern).validate(inputs)
         credentials = await self._secrets.get(ctx.org_id, tool.id) or {}
         try:
-            request, injected = self._request(tool, action, clean, credentials)
+            request, injection = self._request(tool, action, clean, credentials)
         except MissingCredential:
             self._metrics.auth_injected(ctx.org_id, tool.key, tool.auth_type, "missing_credential")
             raise
+        injected = bool(injection.headers or injection.query)
         self._metrics.auth_injected(
             ctx.org_id, tool.key, tool.auth_type, "success" if injected else "skipped"
         )
@@ -157,7 +158,7 @@ class ExecuteAction:
             await self._record(ctx, action, tool, run_id, None, started, error=exc)
             raise
         duration = int((time.perf_counter() - started) * 1000)
-        values = [v for k, v in credentials.items() if is_sensitive(k) and len(v) >= 4]
+        values = echo_forms(credentials, [*injection.headers.values(), *injection.query.values()])
         data = _redact(decode_body(response.content, response.headers.get("content-type", "")), values)
         headers = {k: _redact(v, values) for k, v in response.headers.items() if k in SAFE_HEADERS}
         result = ActionResult(
@@ -175,7 +176,7 @@ class ExecuteAction:
 
     def _request(
         self, tool: Tool, action: Action, inputs: dict[str, Any], credentials: dict[str, str]
-    ) -> tuple[OutboundRequest, bool]:
+    ) -> tuple[OutboundRequest, Injection]:
         context = {"inputs": inputs, "secrets": credentials, "auth": credentials}
         path = templates.render_path(action.endpoint, context, "endpoint")
         used = {
@@ -201,11 +202,10 @@ class ExecuteAction:
             url += ("&" if "?" in url else "?") + urlencode(query)
         timeout = tool.options.get("timeoutMs")
         seconds = timeout / 1000 if isinstance(timeout, int | float) and timeout > 0 else self._timeout
-        injected = bool(injection.headers or injection.query)
         problems = Problems()
         header_problems(problems, "headers", headers)  # as rendered: what would go on the wire
         problems.raise_if_any()
-        return OutboundRequest(action.method, url, headers, content, seconds), injected
+        return OutboundRequest(action.method, url, headers, content, seconds), injection
 
     async def _record(
         self,

@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import dataclasses
 import re
+from collections.abc import Iterable, Mapping
 from typing import Any, ClassVar
+from urllib.parse import quote, quote_plus
 
 from domain.entity import Entity, Validator
 from domain.rules import Problems, type_name
@@ -20,6 +22,28 @@ MASK = "*" * 11
 
 def is_sensitive(name: str) -> bool:
     return bool(_SENSITIVE.search(name))
+
+
+# Credential names that say who, not what proves it: an upstream may echo them (a login, an email)
+# without that being a leak, and redacting them everywhere would garble answers.
+_IDENTITY = frozenset({"username", "user", "login", "email", "client_id", "region", "header_name"})
+
+
+def echo_forms(credentials: Mapping[str, str], sent: Iterable[str] = ()) -> list[str]:
+    """What to redact from an upstream's answer: the credential values (secret-looking names from
+    4 characters, others from 8, identities never), the credentials as they were sent (``sent``:
+    e.g. the base64 of ``user:password`` sent as ``Basic ...``), and their percent-encoded forms.
+    Longest first, so that a value inside another is not left half-redacted."""
+    forms: set[str] = set()
+    for name, value in credentials.items():
+        if name.lower() not in _IDENTITY and len(value) >= (4 if is_sensitive(name) else 8):
+            forms.add(value)
+    for value in sent:
+        scheme, _, rest = value.partition(" ")
+        forms.add(rest if rest and scheme.isalpha() else value)  # "Basic x": x ("Basic [REDACTED]")
+    for value in list(forms):
+        forms.update((quote(value, safe=""), quote_plus(value)))
+    return sorted((f for f in forms if len(f) >= 4), key=len, reverse=True)
 
 
 def mask(value: str) -> str:

@@ -3,20 +3,10 @@
 from __future__ import annotations
 
 import argparse
-import logging
 import sys
 
+from entrypoints.logs import configure_logging
 from entrypoints.settings import Settings
-
-
-def configure_logging(level: str) -> None:
-    """Every command's logging; also run by each `tolstoy worker --processes` child, which is
-    spawned (a fresh interpreter that runs none of this module's main)."""
-    logging.basicConfig(
-        level=level.upper(),
-        format='{"time":"%(asctime)s","level":"%(levelname)s","logger":"%(name)s","msg":"%(message)s"}',
-    )
-    logging.getLogger("alembic").setLevel(logging.WARNING)
 
 
 def serve(settings: Settings, host: str | None, port: int | None) -> int:
@@ -32,6 +22,7 @@ def serve(settings: Settings, host: str | None, port: int | None) -> int:
         port=settings.port if port is None else port,
         log_level=settings.log_level,
         access_log=settings.log_level == "debug",
+        log_config=None,  # uvicorn's lines go through our JSON handler (entrypoints/logs.py)
         lifespan="on",
         server_header=False,
     )

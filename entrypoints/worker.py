@@ -133,7 +133,7 @@ def _child(settings: Settings, concurrency: int, metrics_port: int | None, paren
     """One worker of run_workers. It is spawned (a fresh interpreter), so it sets up its own logging."""
     signal.pthread_sigmask(signal.SIG_BLOCK, _STOP_SIGNALS)  # until ARQ handles them (run_worker)
     _exit_with(parent)
-    from entrypoints.cli import configure_logging
+    from entrypoints.logs import configure_logging
 
     configure_logging(settings.log_level)
     run_worker(settings, concurrency, metrics_port)

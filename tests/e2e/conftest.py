@@ -37,6 +37,8 @@ class Recorder(BaseHTTPRequestHandler):
             status, payload = 200, {"id": 123456789012345678901234567890, "nan": "NaN"}
         elif "/echo-auth" in self.path:
             status, payload = 200, {"youSent": self.headers.get("Authorization")}
+            if "/echo-auth/all" in self.path:  # the query as received (percent-encoded), a header
+                payload |= {"path": self.path, "pat": self.headers.get("X-Pat")}
         else:
             status, payload = 201, {"id": "10000", "key": "PROJ-1"}
         data = json.dumps(payload).encode()

@@ -225,6 +225,49 @@ def test_echoed_credentials_are_redacted(org, upstream, last) -> None:
     assert response.json()["data"] == {"youSent": "Bearer [REDACTED]"} and "echo-me" not in response.text
 
 
+@pytest.mark.parametrize(
+    ("auth_type", "options", "credentials", "secrets"),
+    [
+        (
+            "basic",
+            {},
+            {"username": "alice", "password": "s3cret-pass"},
+            ["s3cret-pass", "YWxpY2U6czNjcmV0LXBhc3M="],
+        ),
+        (
+            "api_key",
+            {"queryParam": "api_key"},
+            {"api_key": "q/s+c=ret&1"},
+            ["q/s+c=ret&1", "q%2Fs%2Bc%3Dret%261"],
+        ),
+        ("none", {}, {"pat": "ghp_personal_access_token"}, ["ghp_personal_access_token"]),
+    ],
+)
+def test_credentials_echoed_in_any_form_are_redacted(
+    org, upstream, last, auth_type, options, credentials, secrets
+):
+    tool = jira(org, upstream, auth_type, options)
+    org.post(f"/tools/{tool['id']}/secrets", json={"credentials": credentials})
+    action = created(
+        org.post(
+            "/actions",
+            json={
+                "name": "Echo all",
+                "toolId": tool["id"],
+                "endpoint": "/echo-auth/all",
+                "headers": {"X-Pat": "{{secrets.pat}}"} if "pat" in credentials else {},
+            },
+        )
+    )
+    response = org.post(f"/actions/{action['id']}/execute", json={})
+    assert response.status_code == 200, response.text
+    sent = json.dumps(last[-1])
+    assert any(secret in sent for secret in secrets)  # the upstream did get (and echo) them
+    for secret in secrets:
+        assert secret not in response.text, secret
+    assert "[REDACTED]" in response.text
+
+
 def test_another_tenant_cannot_execute_or_use_credentials(org, upstream, last, server) -> None:
     from tests.support import new_org
 
