@@ -19,6 +19,7 @@ import asyncio
 import contextlib
 import logging
 import time
+from collections.abc import Iterable
 from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any
@@ -77,6 +78,43 @@ def masked(value: Any) -> Any:
         }
     if isinstance(value, list):
         return [masked(v) for v in value]
+    return value
+
+
+SECRET_MIN = 4  # shorter values under secret-looking names are not looked for in free text
+
+
+def secret_values(value: Any, found: set[str]) -> set[str]:
+    """Add to ``found`` the text under secret-looking names in ``value`` (what ``masked`` hides)."""
+    if isinstance(value, dict):
+        for k, v in value.items():
+            if is_sensitive(str(k)):
+                if isinstance(v, str) and len(v) >= SECRET_MIN:
+                    found.add(v)
+                elif isinstance(v, int | float) and not isinstance(v, bool) and len(str(v)) >= SECRET_MIN:
+                    found.add(str(v))
+                else:
+                    secret_values(v, found)
+            else:
+                secret_values(v, found)
+    elif isinstance(value, list):
+        for v in value:
+            secret_values(v, found)
+    return found
+
+
+def scrubbed(value: Any, secrets: Iterable[str]) -> Any:
+    """``value`` with every occurrence of ``secrets`` in its text replaced by the mask (longest
+    first): for what is not keyed by name, an error message, a stack, a line the code logged."""
+    if isinstance(value, str):
+        for secret in secrets:
+            if secret in value:
+                value = value.replace(secret, MASK)
+        return value
+    if isinstance(value, dict):
+        return {k: scrubbed(v, secrets) for k, v in value.items()}
+    if isinstance(value, list):
+        return [scrubbed(v, secrets) for v in value]
     return value
 
 
@@ -164,6 +202,8 @@ class ExecutionRun:
         self.touched: set[str] = set()
         self.logs: dict[str, ExecutionLog] = {}  # log rows this run started, by id
         self.unwritten: dict[str, _Start] = {}  # started attempts not yet in the database
+        self.secrets: list[str] = []  # see _secrets: found only when a step fails or prints
+        self._secrets_seen = False
         self._cancel_waiter: asyncio.Future[Any] | None = None
 
     def _outputs(self) -> dict[str, Any]:
@@ -374,6 +414,19 @@ class ExecutionRun:
     def _delay_output(self, step_id: str) -> dict[str, Any]:
         return {"delayed": self.definition.step(step_id).config.get("ms", 0)}
 
+    def _secrets(self, output: Any) -> None:
+        """``self.secrets``: the values under secret-looking names in the variables and in the
+        steps' outputs so far (and ``output``), longest first."""
+        found = set(self.secrets)
+        if not self._secrets_seen:
+            secret_values(self.execution.variables, found)
+            self._secrets_seen = True
+        for state in self.states.values():
+            if state.output is not None:
+                secret_values(state.output, found)
+        secret_values(output, found)
+        self.secrets = sorted(found, key=len, reverse=True)
+
     def _log_inputs(self, step: StepDefinition) -> dict[str, Any]:
         return {
             "stepName": step.name,
@@ -517,6 +570,18 @@ class ExecutionRun:
                 state = state.but(now, status=FAILED, error=log_error, finished_at=now, next_at=None)
         if result.logs:
             log_outputs["logs"] = result.logs
+        # The log row shows what the step returned, threw and printed with values under
+        # secret-looking names masked, as its inputs are: by name where the output is keyed, by
+        # value in free text (the variables' and the outputs' secrets, e.g. in an error message).
+        if "output" in log_outputs:
+            log_outputs["output"] = masked(log_outputs["output"])
+        if log_error is not None or result.logs:
+            self._secrets(result.output)
+            if self.secrets:
+                log_outputs = scrubbed(log_outputs, self.secrets)
+                log_error = scrubbed(log_error, self.secrets)
+                if state.error is not None:
+                    state = state.but(now, error=log_error)
         if step.type != "delay":
             self.e.metrics.step_executed(org, flow, step.id, result.seconds)
         self.states[step.id] = state

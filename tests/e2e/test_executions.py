@@ -4,6 +4,7 @@ V8 sandbox, HTTP to a local upstream (egress allowed for loopback) and a stored 
 
 from __future__ import annotations
 
+import json
 import time
 from typing import Any
 
@@ -106,6 +107,43 @@ def test_a_flow_of_every_kind_of_step_runs_durably(org: Api, upstream: str, last
     listed = org.get(f"/flows/{f['id']}/executions").json()
     assert [e["executionId"] for e in listed] == [execution_id]
     assert org.get(f"/flows/{f['id']}/executions", params={"status": "failed"}).json() == []
+
+
+def test_step_logs_mask_secrets_in_what_a_step_returned_threw_or_printed(org: Api) -> None:
+    secret, other = "pa55-word-value", "tok-9876543210"
+    steps = [
+        {"id": "creds", "type": "data_transform", "config": {"script": "return { token: 'tok-' + 9876543210, n: 1 }"}},
+        {"id": "echo", "type": "data_transform", "config": {"script": "return { user: variables.login, password: variables.login.password }"}},
+        {
+            "id": "leak",
+            "type": "data_transform",
+            "config": {"script": (
+                "utils.log('using ' + variables.login.password, {again: stepOutputs.creds.token});"
+                "throw new Error('bad ' + variables.login.password + ' / ' + stepOutputs.creds.token)"
+            )},
+        },
+    ]  # fmt: skip
+    f = flow(org, steps)
+    execution_id = execute(org, f["id"], {"login": {"name": "ada", "password": secret}})
+    done = wait(org, f["id"], execution_id)
+    assert done["status"] == "completed"  # the failing step is not critical
+    logs = org.get(f"/flows/{f['id']}/executions/{execution_id}/logs").json()
+    text = json.dumps(logs)
+    assert secret not in text and other not in text, text
+    by_step = {log["stepKey"]: log for log in logs}
+    assert by_step["creds"]["outputs"]["output"]["n"] == 1  # the rest of the output is kept
+    assert by_step["leak"]["error"]["message"].startswith("bad ") and "Error" in json.dumps(
+        by_step["leak"]["error"]
+    )
+    assert by_step["leak"]["outputs"]["logs"][0]["message"].startswith("using ")
+    failed = next(
+        s
+        for s in org.get(f"/flows/{f['id']}/executions/{execution_id}").json()["steps"]
+        if s["stepId"] == "leak"
+    )
+    assert secret not in json.dumps(failed["error"])
+    # The execution's own outputs are the flow's data, as the code returned it.
+    assert done["outputs"]["creds"]["token"] == other
 
 
 def test_direct_execution_answers_with_the_outputs(org: Api) -> None:
