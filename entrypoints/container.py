@@ -6,6 +6,7 @@ import logging
 import os
 import socket
 from importlib.metadata import PackageNotFoundError, version
+from pathlib import Path
 
 from dependency_injector import containers, providers
 from sqlalchemy.ext.asyncio import AsyncEngine
@@ -108,11 +109,47 @@ def _sandbox(settings: Settings) -> Sandbox:
 
 
 def worker_id(settings: Settings) -> str:
-    """Who holds an execution's lease. The embedded default has one process per data directory,
-    so a restarted server takes its executions back at once instead of waiting for leases to expire."""
-    if settings.embedded and settings.engine_kind == "inprocess":  # ARQ workers are processes of their own
+    """Who holds an execution's lease. On the embedded default, the process that holds the data
+    directory's engine lock is ``embedded@<host>``, the same name after a restart: a restarted server
+    takes its executions back at once instead of waiting for their leases to expire. Any other
+    process on that directory at the same time (a second ``serve``, a ``tolstoy grpc``) gets a name
+    of its own, so its engine cannot take over the first one's leases while that one lives: it
+    waits for them to expire, like any other worker."""
+    own = f"{socket.gethostname()}:{os.getpid()}"[:64]
+    if not (settings.embedded and settings.engine_kind == "inprocess"):  # ARQ workers: processes of their own
+        return own
+    if _hold_engine_lock(settings.data_dir):
         return f"embedded@{socket.gethostname()}"[:64]
-    return f"{socket.gethostname()}:{os.getpid()}"[:64]
+    logging.getLogger("tolstoy").warning(
+        "another Tolstoy process runs the embedded engine on %s: this one takes over that one's "
+        "executions only once their leases expire",
+        settings.data_dir,
+    )
+    return own
+
+
+_ENGINE_LOCKS: dict[str, int] = {}  # data directory -> the open file whose lock this process holds
+
+
+def _hold_engine_lock(data_dir: Path) -> bool:
+    """An exclusive, non-blocking lock on ``<data_dir>/engine.lock``, held as long as this process
+    lives (the system drops it when the process ends, however it ends)."""
+    try:
+        import fcntl
+    except ImportError:  # not POSIX: every process a name of its own (the safe side)
+        return False
+    path = (data_dir / "engine.lock").resolve()
+    if str(path) in _ENGINE_LOCKS:
+        return True
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError:
+        os.close(fd)
+        return False
+    _ENGINE_LOCKS[str(path)] = fd
+    return True
 
 
 def _change_feed(settings: Settings) -> ChangeFeed | None:

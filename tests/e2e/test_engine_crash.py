@@ -539,3 +539,34 @@ def test_the_embedded_engine_finishes_an_execution_after_a_restart(
         assert_sent_once(upstream, execution_id, {"first": paths["first"]})
     assert_sent_once(upstream, execution_id, {s: paths[s] for s in ("third", "fourth")})
     assert_logged_completed(logs, ["first", "wait", "third", "fourth"])
+
+
+def test_a_second_embedded_process_on_the_data_directory_does_not_take_over_live_leases(
+    tmp_path: Path, upstream: Upstream
+) -> None:
+    """`tolstoy grpc` (or a second `serve`) on the same data directory while `serve` runs a flow:
+    only the process holding the directory's engine lock resumes as ``embedded@<host>``; the
+    other waits for leases to expire (they do not: their holder renews them), so no step is sent
+    twice."""
+    env = _env(TOLSTOY_DATA_DIR=str(tmp_path / "data"))
+    tag = secrets.token_hex(4)
+    paths = {s: f"/second-{tag}/{s}/slow" for s in ("s1", "s2", "s3")}
+    steps = [http_step(s, upstream.url + p) for s, p in paths.items()]
+    proc, url = serve(tmp_path, env)
+    procs = [proc]
+    try:
+        api = new_org(url, "Second process")
+        flow_id = create_flow(api, "Slow chain", steps)
+        execution_id = execute(api, flow_id)
+        upstream.wait_for(paths["s1"], timeout=20)
+        other = spawn("grpc", ["grpc", "--port", "0"], env, tmp_path)
+        procs.append(other)
+        wait_until(lambda: "gRPC listening" in other.output(), 30, "tolstoy grpc to start", procs)
+        done = finished(api, flow_id, execution_id, 30, procs)
+    finally:
+        for p in procs:
+            p.kill()
+    assert done["status"] == "completed", done
+    assert_sent_once(upstream, execution_id, paths)
+    assert "lost the lease" not in proc.output()
+    assert "another Tolstoy process runs the embedded engine" in other.output()
