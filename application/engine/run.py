@@ -203,7 +203,7 @@ class ExecutionRun:
         self.logs: dict[str, ExecutionLog] = {}  # log rows this run started, by id
         self.unwritten: dict[str, _Start] = {}  # started attempts not yet in the database
         self.secrets: list[str] = []  # see _secrets: found only when a step fails or prints
-        self._secrets_seen = False
+        self._secrets_seen: set[str] = set()  # the steps whose outputs were looked at ("": variables)
         self._cancel_waiter: asyncio.Future[Any] | None = None
 
     def _outputs(self) -> dict[str, Any]:
@@ -420,10 +420,11 @@ class ExecutionRun:
         found = set(self.secrets)
         if not self._secrets_seen:
             secret_values(self.execution.variables, found)
-            self._secrets_seen = True
-        for state in self.states.values():
-            if state.output is not None:
+        for step_id, state in self.states.items():
+            if state.output is not None and step_id not in self._secrets_seen:
                 secret_values(state.output, found)
+                self._secrets_seen.add(step_id)
+        self._secrets_seen.add("")  # the variables
         secret_values(output, found)
         self.secrets = sorted(found, key=len, reverse=True)
 
