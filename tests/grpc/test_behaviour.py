@@ -162,6 +162,10 @@ def test_unknown_enum_numbers_and_impossible_timestamps_are_refused(rpc: Client)
     request.from_time.seconds = 10**13  # far beyond year 9999
     error = rpc_error(lambda: rpc.logs.GetStats(request), Code.INVALID_ARGUMENT)
     assert violations(error) == [("from_time", "invalid_date")]
+    backwards = ls.GetStatsRequest()
+    backwards.from_time.seconds, backwards.to_time.seconds = 2_000_000_000, 1_000_000_000
+    error = rpc_error(lambda: rpc.logs.GetStats(backwards), Code.INVALID_ARGUMENT)
+    assert violations(error) == [("from_time", "invalid_range")]  # the proto's name, not REST's "from"
 
 
 def test_bad_requests_are_invalid_argument_with_field_violations(rpc: Client) -> None:

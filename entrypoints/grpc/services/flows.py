@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator
 
+from domain.errors import FieldError, ValidationFailed
 from entrypoints.grpc import presenters as p
 from entrypoints.grpc.convert import from_struct, from_timestamp, optional_list, optional_struct, page
 from entrypoints.grpc.gen.tolstoy.v1 import execution_log_service_pb2 as logs_pb
@@ -119,4 +120,8 @@ class ExecutionLogService(Servicer, logs_grpc.ExecutionLogServiceServicer):
     async def GetStats(self, request: logs_pb.GetStatsRequest, context: Context):
         ctx = await self.tenant(context)
         start, end = from_timestamp(request, "from_time"), from_timestamp(request, "to_time")
+        if start and end and start > end:  # named as in the proto (the use case says REST's "from")
+            raise ValidationFailed(
+                [FieldError("from_time", "'from_time' is after 'to_time'", "invalid_range")]
+            )
         return p.stats(await self.container.executions().stats(ctx, start, end))
