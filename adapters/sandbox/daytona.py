@@ -1128,7 +1128,22 @@ class DaytonaSandbox:
             async with asyncio.timeout(self._create_timeout_s + _GRACE_S):
                 return await client.create(params, timeout=self._create_timeout_s)
         except Exception as exc:
+            # The SDK names a sandbox it created but that did not start in time (it may still be
+            # starting): ours to delete, or it would live on until its auto-stop.
+            created = getattr(exc, "sandbox_id", None)
+            if isinstance(created, str) and created:
+                await self._delete_by_id(client, created)
             raise self._unavailable("cannot create a sandbox", exc) from None
+
+    async def _delete_by_id(self, client: AsyncDaytona, sandbox_id: str) -> None:
+        try:
+            sandbox = await asyncio.wait_for(client.get(sandbox_id), _CLEANUP_TIMEOUT_S)
+        except Exception as exc:
+            log.warning(
+                "finding Daytona sandbox %s to delete it failed: %s", sandbox_id, self._scrub(str(exc))
+            )
+            return
+        await self._delete(sandbox)
 
     async def _delete(self, sandbox: AsyncSandbox) -> None:
         try:

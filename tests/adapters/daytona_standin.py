@@ -93,6 +93,7 @@ class DaytonaStandIn:
         self.sandboxes: dict[str, _Sandbox] = {}
         self.created: list[dict[str, Any]] = []  # the bodies of POST /sandbox
         self.deleted: list[str] = []
+        self.start_state = "started"  # "starting": new sandboxes never start (a create that times out)
         self.requests: list[tuple[str, str]] = []
         self._loop: asyncio.AbstractEventLoop | None = None
         self._thread: threading.Thread | None = None
@@ -265,7 +266,7 @@ class DaytonaStandIn:
             "gpu": 0,
             "memory": 1,
             "disk": 3,
-            "state": "started",
+            "state": self.start_state,
             "autoStopInterval": body.get("autoStopInterval"),
             "autoDeleteInterval": body.get("autoDeleteInterval"),
             "createdAt": now,

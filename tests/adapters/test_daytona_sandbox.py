@@ -226,6 +226,20 @@ async def test_poll_times_out_after_async_timeout(standin: DaytonaStandIn) -> No
     assert len(standin.deleted) == deleted + 1
 
 
+async def test_a_sandbox_that_did_not_start_in_time_is_deleted(standin: DaytonaStandIn) -> None:
+    daytona = DaytonaSandbox(api_key=API_KEY, base_url=standin.api_url, create_timeout_ms=1_000)
+    standin.start_state = "starting"
+    try:
+        created, deleted = len(standin.created), len(standin.deleted)
+        async with daytona.session("org_1") as session:
+            result = await session.run(run("print(1)"))
+    finally:
+        standin.start_state = "started"
+    assert result.error["code"] == "SANDBOX_UNAVAILABLE", result.error
+    assert len(standin.created) == created + 1
+    assert len(standin.deleted) == deleted + 1  # the one that never started
+
+
 async def test_the_api_key_never_appears_in_errors(standin: DaytonaStandIn) -> None:
     secret = "dtn_WRONG_but_still_secret_987"
     daytona = DaytonaSandbox(api_key=secret, base_url=standin.api_url)
