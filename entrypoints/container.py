@@ -105,7 +105,9 @@ def _sandbox(settings: Settings) -> Sandbox:
         return V8Sandbox(**limits)
     from adapters.sandbox.v8_process import ProcessV8Sandbox
 
-    return ProcessV8Sandbox(processes=settings.sandbox_processes, **limits)
+    return ProcessV8Sandbox(
+        processes=settings.sandbox_processes, process_memory_mb=settings.sandbox_process_memory_mb, **limits
+    )
 
 
 def worker_id(settings: Settings) -> str:

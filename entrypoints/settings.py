@@ -49,6 +49,11 @@ class Settings(BaseSettings):
     # Clean V8 isolates a sandbox process keeps for the organizations that ran code last (each
     # ~3.3 MB; making one for an organization that has none costs ~12 ms of CPU).
     sandbox_warm_isolates: int = Field(64, validation_alias="SANDBOX_WARM_ISOLATES", ge=0, le=4096)
+    # A V8 sandbox process past this resident memory is killed (typed arrays escape the per-run
+    # limit); 0: never.
+    sandbox_process_memory_mb: int = Field(
+        2048, validation_alias="SANDBOX_PROCESS_MEMORY_MB", ge=0, le=1_048_576
+    )
     daytona_api_key: SecretStr | None = Field(None, validation_alias="DAYTONA_API_KEY")
     daytona_base_url: str | None = Field(None, validation_alias="DAYTONA_BASE_URL")
     daytona_sync_timeout_ms: int = Field(30_000, validation_alias="DAYTONA_SYNC_TIMEOUT", ge=100)

@@ -46,6 +46,11 @@ flight there have answered, at the latest the last of their time limits plus ``_
 (its background runs are collected meanwhile, for their polls). So such code costs a core for at
 most the time limits of the runs it shared a child with, and fails no other run.
 
+V8's per-run memory limit counts the JavaScript heap, not ``ArrayBuffer`` backing stores: typed
+arrays could take the machine's memory. So a child whose resident memory passes
+``process_memory_mb`` (``SANDBOX_PROCESS_MEMORY_MB``, 2048) is killed, as if it had crashed (read
+every 0.1 s from /proc, on Linux): the runs in flight there end ``SANDBOX_CRASHED``.
+
 Limits that remain: a stuck isolate may still make V8 abort the child before it is killed, failing
 the runs then in flight there. Each child has its own warm isolates (``warm_per_scope``/
 ``warm_max`` are per child) and costs ~80 MiB of memory once started.
@@ -91,6 +96,7 @@ _STDERR_LINES = 500  # per child, so a child cannot flood the logs
 _STDERR_LINE_CHARS = 2000
 _STDERR_QUIET_S = 0.05  # the end of a burst of stderr lines
 _HOLD_S = 0.02  # the longest a session's close waits to go with another request
+_MEMORY_POLL_S = 0.1  # how often a child's resident memory is read (process_memory_mb)
 _RETIRE_GRACE_S = 1.0  # a retired child's runs in flight answer at their time limit; then it is killed
 _DRAIN_POLL_S = 0.05  # how often a retired child is looked at (and its background runs polled)
 _ENV_KEPT = ("PATH", "TZ", "LANG", "LANGUAGE", "TMPDIR", "SYSTEMROOT", "HOME")
@@ -108,6 +114,12 @@ class _Unavailable(Exception):
     def __init__(self, message: str) -> None:
         super().__init__(message)
         self.message = message
+
+
+def _resident_pages(statm: str) -> int:
+    """From /proc/<pid>/statm (procfs: answered from the kernel's memory, never waits on a disk)."""
+    with open(statm, "rb") as f:
+        return int(f.read().split()[1])
 
 
 class _Child:
@@ -133,6 +145,9 @@ class _Child:
         self._held: list[bytes] = []  # frames without an answer that wait for the next write
         self._flush_at: asyncio.TimerHandle | None = None
         self.reader = loop.create_task(self._read(), name=f"v8 sandbox {self.pid} stdout")
+        self._memory_watch: asyncio.Task[None] | None = None
+        if sandbox.process_memory_mb and os.path.exists(f"/proc/{self.pid}/statm"):
+            self._memory_watch = loop.create_task(self._watch_memory(), name=f"v8 sandbox {self.pid} memory")
         self.stderr = loop.create_task(self._read_stderr(), name=f"v8 sandbox {self.pid} stderr")
 
     # --- requests ---------------------------------------------------------------------------------
@@ -214,6 +229,32 @@ class _Child:
         future.set_exception(_Unavailable("the sandbox process did not answer in time"))
         self.kill()
 
+    async def _watch_memory(self) -> None:
+        """Kill the child once its resident memory passes ``process_memory_mb``: V8's per-run limit
+        counts the JavaScript heap only, not ``ArrayBuffer`` backing stores, so typed arrays could
+        otherwise take the machine's memory. The runs in flight there end SANDBOX_CRASHED (retried
+        by policy; the crash counts towards ``max_restarts``), as when V8 aborts the process."""
+        limit = self.sandbox.process_memory_mb * 2**20
+        page = os.sysconf("SC_PAGE_SIZE")
+        path = f"/proc/{self.pid}/statm"
+        while self.alive:
+            await asyncio.sleep(_MEMORY_POLL_S)
+            try:
+                resident = _resident_pages(path) * page
+            except (OSError, ValueError, IndexError):
+                return  # it is gone
+            if resident > limit and self.alive:
+                log.warning(
+                    "V8 sandbox process %s uses %d MB, over SANDBOX_PROCESS_MEMORY_MB (%d): stopping it "
+                    "(%d requests in flight there fail)",
+                    self.pid,
+                    resident // 2**20,
+                    self.sandbox.process_memory_mb,
+                    len(self.pending),
+                )
+                self.kill()
+                return
+
     def kill(self) -> None:
         """Stop the child now: what waits for it fails at once, and nothing more is sent to it."""
         self._died()
@@ -226,6 +267,8 @@ class _Child:
         if not self.alive:
             return
         self.alive = False
+        if self._memory_watch is not None and self._memory_watch is not asyncio.current_task():
+            self._memory_watch.cancel()
         self._held.clear()
         if self._flush_at is not None:
             self._flush_at.cancel()
@@ -464,9 +507,11 @@ class ProcessV8Sandbox:
         max_restarts: int = 5,
         restart_window_s: float = 10.0,
         shutdown_timeout_s: float = 3.0,
+        process_memory_mb: int = 2048,
     ) -> None:
         """The ``V8Sandbox`` keywords (``None``: its default) apply in each child; ``warm_per_scope``
-        and ``warm_max`` are per child."""
+        and ``warm_max`` are per child. ``process_memory_mb``: a child whose resident memory passes
+        it is killed (0: never), see ``_Child._watch_memory``."""
         given = {
             "memory_mb": memory_mb,
             "default_timeout_ms": default_timeout_ms,
@@ -483,6 +528,7 @@ class ProcessV8Sandbox:
         self.max_restarts = max_restarts
         self.restart_window_s = restart_window_s
         self.shutdown_timeout_s = shutdown_timeout_s
+        self.process_memory_mb = process_memory_mb
         self.closed = False
         self._slots = [_Slot(i) for i in range(max(1, processes))]
         self._turn = 0

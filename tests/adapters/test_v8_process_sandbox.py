@@ -334,6 +334,27 @@ async def test_a_crash_fails_the_runs_in_flight_and_a_new_child_takes_over(
     assert SECRET not in caplog.text
 
 
+async def test_typed_arrays_past_the_process_memory_limit_stop_the_child(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """V8's per-run limit (32 MB here) does not count ArrayBuffers: the process limit does."""
+    caplog.set_level(logging.WARNING, logger="tolstoy.sandbox.v8")
+    bomb = "const kept = []; for (let i = 0; i < 12; i++) kept.push(new Uint8Array(128 * 2**20).fill(1)); return 1"
+    sandbox = ProcessV8Sandbox(memory_mb=32, default_timeout_ms=20_000, process_memory_mb=600)
+    try:
+        async with sandbox.session("org-1") as s:
+            assert (await s.run(js("return 1"))).output == 1
+            (first,) = sandbox.pids
+            result = await s.run(js(bomb))
+            assert result.error == {"message": CRASHED_MESSAGE, "code": "SANDBOX_CRASHED"}
+            assert psutil.Process().memory_info().rss < 2**30  # this process was never in danger
+            await eventually(lambda: gone(first))
+            assert (await s.run(js("return 'back'"))).output == "back"  # in a new child
+        assert "over SANDBOX_PROCESS_MEMORY_MB (600)" in caplog.text
+    finally:
+        await sandbox.aclose()
+
+
 async def test_processes_share_the_sessions_and_a_crash_stays_in_its_child() -> None:
     sandbox = ProcessV8Sandbox(memory_mb=32, processes=2)
     try:
