@@ -1274,6 +1274,8 @@ class DaytonaSandbox:
                 return None
             if sandbox is not None:
                 await self._delete(sandbox)
+            elif not gone and ref.get("sb"):  # overdue but not reached: one more try, or it lives on
+                await self._delete_by_id(client, str(ref["sb"]))
             message = (
                 "Daytona is unavailable: the sandbox or command of this run no longer exists"
                 if gone
