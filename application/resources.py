@@ -272,6 +272,15 @@ class Flows(TenantResources[Flow]):
         if current is None or entity.version != current.version:
             await uow.flow_versions.add(entity.snapshot(version_id=new_id("fv"), created_by=ctx.user_id))
 
+    async def _before_delete(self, uow: UnitOfWork, ctx: TenantContext, entity: Flow) -> None:
+        """Deleting a flow deletes its executions' history with it: not while one is still queued
+        or running (it would vanish mid-run)."""
+        for status in ("running", "queued"):
+            if await uow.executions.list(ctx.org_id, Page(limit=1), {"flow_id": entity.id, "status": status}):
+                raise Conflict(
+                    f"Flow '{entity.id}' has executions that are still {status}; cancel them or let them finish first"
+                )
+
     async def versions(self, ctx: TenantContext, flow_id: str, page: Page) -> list[FlowVersion]:
         async with self._uow(read_only=True) as uow:
             await self._load(uow, ctx, flow_id)

@@ -146,6 +146,18 @@ def test_step_logs_mask_secrets_in_what_a_step_returned_threw_or_printed(org: Ap
     assert done["outputs"]["creds"]["token"] == other
 
 
+def test_a_flow_with_an_unfinished_execution_cannot_be_deleted(org: Api) -> None:
+    f = flow(org, [{"id": "wait", "type": "delay", "config": {"ms": 60_000}}])
+    execution_id = execute(org, f["id"])
+    refused = org.delete(f"/flows/{f['id']}")
+    assert refused.status_code == 409, refused.text
+    assert org.get(f"/flows/{f['id']}/executions/{execution_id}").status_code == 200  # still there
+    org.post(f"/flows/{f['id']}/executions/{execution_id}/cancel")
+    wait(org, f["id"], execution_id)
+    assert org.delete(f"/flows/{f['id']}").status_code == 200  # finished: its history goes with it
+    assert org.get(f"/flows/{f['id']}/executions/{execution_id}").status_code == 404
+
+
 def test_direct_execution_answers_with_the_outputs(org: Api) -> None:
     f = flow(
         org, [{"id": "hello", "type": "data_transform", "config": {"script": "return 'hi ' + variables.who"}}]
