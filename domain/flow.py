@@ -13,8 +13,9 @@ from typing import Any, ClassVar, Self
 
 from domain import rules
 from domain.entity import Entity, Validator
+from domain.errors import ValidationFailed
 from domain.flow_definition import STEPS_MAX, FlowDefinition, parse_definition
-from domain.rules import Problems
+from domain.rules import UNSET, Problems
 
 __all__ = ["STEPS_MAX", "Flow", "FlowVersion"]
 
@@ -46,22 +47,38 @@ class Flow(Entity):
 
     @property
     def definition(self) -> FlowDefinition:
-        """The checked steps and settings; raises ValidationFailed naming each step and field."""
-        return parse_definition(self.steps, self.settings)
+        """The stored steps and settings, checked to run them; raises ValidationFailed naming each
+        step and field (rules added since a flow was stored are not applied: it runs as it did)."""
+        return parse_definition(self.steps, self.settings, stored=True)
+
+    def _check_definition(self) -> None:
+        """The definition as a whole must hold, by every rule: on every create and update."""
+        parse_definition(self.steps, self.settings)
 
     @classmethod
     def build(cls, *, id: str, now: datetime, **values: Any) -> Self:
         flow = Entity.build.__func__(cls, id=id, now=now, **values)  # type: ignore[attr-defined]
-        flow.definition  # noqa: B018 - the definition as a whole must hold
+        flow._check_definition()
         return flow
 
     def changed(self, *, now: datetime, **changes: Any) -> Self:
-        """Changing the steps or the settings makes a new version; executions pin one."""
-        updated = Entity.changed(self, now=now, **changes)
+        """Changing the steps or the settings makes a new version; executions pin one. Omitting
+        them on create means none, but an update cannot set them to null (REST ``"steps": null``,
+        a gRPC update_mask naming an unset field): send ``[]`` or ``{}`` to clear them."""
+        nulls = Problems()
+        for name, kind in (("steps", "array"), ("settings", "object")):
+            if name in changes and changes[name] is None:
+                nulls.add(name, f"Expected {kind}, received null", "invalid_type")
+                changes[name] = UNSET
+        try:
+            updated = Entity.changed(self, now=now, **changes)
+        except ValidationFailed as exc:
+            raise ValidationFailed([*nulls.errors, *exc.errors]) from None
+        nulls.raise_if_any()
         if updated is self:
             return self
         if (updated.steps, updated.settings) != (self.steps, self.settings):
-            updated.definition  # noqa: B018
+            updated._check_definition()
             updated = dataclasses.replace(updated, version=self.version + 1)
         return updated
 
@@ -93,4 +110,4 @@ class FlowVersion:
 
     @property
     def definition(self) -> FlowDefinition:
-        return parse_definition(self.steps, self.settings)
+        return parse_definition(self.steps, self.settings, stored=True)

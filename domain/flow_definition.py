@@ -3,8 +3,14 @@
 A step is ``{id, name?, type, config, executeIf?, dependsOn?, retry?, timeout?}``; ``config.critical``
 marks a step whose failure fails the execution. Without ``dependsOn`` a step depends on the step
 before it. ``parse_definition`` refuses, naming the step and the field: duplicate ids, unknown
-dependencies, cycles, unknown types, configs of the wrong shape for their type, and documents over
-the limits. (Issue 4 builds the engine on this; the Flow entity adopts it there.)
+dependencies, cycles, unknown types, configs of the wrong shape for their type, unknown settings,
+and documents over the limits (counted in UTF-8 bytes). (Issue 4 builds the engine on this; the Flow
+entity adopts it there.)
+
+Definitions stored before some rules existed must go on running as they did: ``stored=True`` skips
+those rules (unknown keys in ``settings`` and ``settings.execution``, the shape of an
+``http_request`` url, blank action references), which a stored flow that breaks them survived at
+run time (an unusable url or action fails only its step). Every create and update checks them all.
 """
 
 from __future__ import annotations
@@ -14,9 +20,10 @@ import re
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any
+from urllib.parse import urlsplit
 
 from domain.code_language import LANGUAGES, canonical
-from domain.rules import Problems, type_name
+from domain.rules import URL_MAX, Problems, type_name
 from domain.tool import HTTP_METHODS
 
 STEPS_MAX = 500
@@ -28,6 +35,10 @@ RETRIES_MAX = 20
 BACKOFF = ("exponential", "fixed")
 _STEP_ID = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_-]{0,63}")
 _STEP_KEYS = {"id", "name", "type", "config", "executeIf", "dependsOn", "retry", "timeout"}
+_SETTINGS_KEYS = {"execution"}
+_EXECUTION_KEYS = {"concurrency", "timeout", "retryPolicy"}
+_RETRY_KEYS = {"maxRetries", "backoffStrategy", "baseDelayMs", "maxDelayMs"}
+_SCHEMES = ("http://", "https://")
 
 
 @dataclass(frozen=True, slots=True)
@@ -89,6 +100,11 @@ class FlowDefinition:
             if step_id in done and kept.issuperset(self._by_id[step_id].depends_on):
                 kept.add(step_id)
         return tuple(s for s in self.order if s in kept)
+
+
+def _json_bytes(value: Any) -> int:
+    """The size of a JSON document in UTF-8 bytes (``é`` is 2, not the 6 of its ``\\u00e9`` escape)."""
+    return len(json.dumps(value, default=str, ensure_ascii=False).encode("utf-8", "surrogatepass"))
 
 
 # --- per-type config shapes ------------------------------------------------------------------------
@@ -162,7 +178,7 @@ _POLLING = {
 }
 CONFIGS: dict[str, dict[str, Check]] = {
     "http_request": {
-        "url": _str(required=True, max_len=2048),
+        "url": _str(required=True, max_len=URL_MAX),
         "method": _one_of(HTTP_METHODS),
         "headers": _object,
         "query": _object,
@@ -180,7 +196,43 @@ CONFIGS: dict[str, dict[str, Check]] = {
 STEP_TYPES = tuple(CONFIGS)
 
 
-def _config(p: Problems, where: str, label: str, kind: str, config: Any) -> dict[str, Any]:
+def _http_url_ok(url: str) -> bool:
+    """An absolute http(s) URL with a host; a templated one (``{{...}}``) is only known when it runs,
+    so the text before its first placeholder need only be on the way to ``http(s)://``: empty
+    (``{{variables.endpoint}}``), a start of the scheme, or the scheme and more."""
+    head, templated, _ = url.partition("{{")
+    if templated:
+        head = head.strip().lower()  # a whole-value template may have spaces around it
+        return any(head.startswith(s) or s.startswith(head) for s in _SCHEMES)
+    try:
+        parts = urlsplit(url)
+        return parts.scheme in ("http", "https") and bool(parts.hostname)
+    except ValueError:
+        return False
+
+
+def _http_url(p: Problems, where: str, label: str, url: Any) -> None:
+    """An ``http_request``'s url that could never be called (its type and length are checked apart)."""
+    if isinstance(url, str) and url.strip() and len(url) <= URL_MAX and not _http_url_ok(url):
+        p.add(
+            where,
+            f"{label}: url must be an absolute http(s) URL (or start with a {{{{template}}}})",
+            "invalid_string",
+        )
+
+
+def _action_references(p: Problems, where: str, label: str, config: dict[str, Any]) -> None:
+    """``actionId`` or ``actionKey`` names the action run; one that is only spaces names none. An
+    empty one alongside the other is passed over when it runs, so it is let be."""
+    for key in ("actionId", "actionKey"):
+        value = config.get(key)
+        if isinstance(value, str) and value and not value.strip():
+            p.add(f"{where}.{key}", f"{label}: {key} must not be blank", "invalid_string")
+
+
+def _config(
+    p: Problems, where: str, label: str, kind: str, config: Any, stored: bool = False
+) -> dict[str, Any]:
     if config is None:
         config = {}
     if not isinstance(config, dict):
@@ -192,8 +244,13 @@ def _config(p: Problems, where: str, label: str, kind: str, config: Any) -> dict
     _bool(p, f"{where}.critical", config.get("critical"))
     for key, check in shape.items():
         check(p, f"{where}.{key}", config.get(key))
-    if kind == "action" and not (config.get("actionId") or config.get("actionKey")):
-        p.add(where, f"{label}: an action step needs actionId or actionKey", "required")
+    if kind == "http_request" and not stored:
+        _http_url(p, f"{where}.url", label, config.get("url"))
+    if kind == "action":
+        if not (config.get("actionId") or config.get("actionKey")):
+            p.add(where, f"{label}: an action step needs actionId or actionKey", "required")
+        if not stored:
+            _action_references(p, where, label, config)
     if kind == "delay" and config.get("ms") is None:
         p.add(f"{where}.ms", f"{label}: a delay step needs ms", "required")
     return config
@@ -205,8 +262,7 @@ def _retry(p: Problems, where: str, raw: Any) -> RetryPolicy | None:
     if not isinstance(raw, dict):
         p.add(where, "retry must be an object", "invalid_type")
         return None
-    known = {"maxRetries", "backoffStrategy", "baseDelayMs", "maxDelayMs"}
-    for key in sorted(set(raw) - known):
+    for key in sorted(set(raw) - _RETRY_KEYS):
         p.add(f"{where}.{key}", f"'{key}' is not a retry setting", "unrecognized_keys")
     _int(0, RETRIES_MAX)(p, f"{where}.maxRetries", raw.get("maxRetries"))
     _one_of(BACKOFF)(p, f"{where}.backoffStrategy", raw.get("backoffStrategy"))
@@ -223,18 +279,31 @@ def _retry(p: Problems, where: str, raw: Any) -> RetryPolicy | None:
         return None
 
 
-def _settings(p: Problems, raw: Any) -> ExecutionSettings:
+def _settings(p: Problems, raw: Any, stored: bool = False) -> ExecutionSettings:
     if raw is None:
         return ExecutionSettings()
     if not isinstance(raw, dict):
         p.add("settings", "settings must be an object", "invalid_type")
         return ExecutionSettings()
+    if not stored:
+        for key in sorted(set(raw) - _SETTINGS_KEYS, key=str):
+            p.add(
+                f"settings.{key}", f"'{key}' is not a flow setting (expected execution)", "unrecognized_keys"
+            )
     execution = raw.get("execution")
     if execution is None:
         return ExecutionSettings()
     if not isinstance(execution, dict):
         p.add("settings.execution", "execution must be an object", "invalid_type")
         return ExecutionSettings()
+    if not stored:
+        for key in sorted(set(execution) - _EXECUTION_KEYS, key=str):
+            expected = ", ".join(sorted(_EXECUTION_KEYS))
+            p.add(
+                f"settings.execution.{key}",
+                f"'{key}' is not an execution setting (expected {expected})",
+                "unrecognized_keys",
+            )
     _int(1, 1000)(p, "settings.execution.concurrency", execution.get("concurrency"))
     _int(1, TIMEOUT_MS_MAX)(p, "settings.execution.timeout", execution.get("timeout"))
     retry = _retry(p, "settings.execution.retryPolicy", execution.get("retryPolicy")) or RetryPolicy()
@@ -246,7 +315,9 @@ def _settings(p: Problems, raw: Any) -> ExecutionSettings:
     )
 
 
-def _step(p: Problems, index: int, raw: Any, previous: str | None) -> StepDefinition | None:
+def _step(
+    p: Problems, index: int, raw: Any, previous: str | None, stored: bool = False
+) -> StepDefinition | None:
     where = f"steps.{index}"
     if not isinstance(raw, dict):
         p.add(where, f"Expected object, received {type_name(raw)}", "invalid_type")
@@ -257,19 +328,21 @@ def _step(p: Problems, index: int, raw: Any, previous: str | None) -> StepDefini
         p.add(f"{where}.id", "Step id is required: up to 64 letters, digits, '_' or '-'", "invalid_string")
         step_id = f"#{index}"
     label = f"Step '{step_id}'"
-    if len(json.dumps(raw, default=str)) > STEP_BYTES_MAX:
+    if _json_bytes(raw) > STEP_BYTES_MAX:
         p.add(where, f"{label} is larger than {STEP_BYTES_MAX} bytes", "too_big")
     for key in sorted(set(raw) - _STEP_KEYS):
         p.add(f"{where}.{key}", f"{label}: unknown step property '{key}'", "unrecognized_keys")
     kind = raw.get("type")
-    if kind not in CONFIGS:
-        expected = " | ".join(f"'{t}'" for t in STEP_TYPES)
+    expected = " | ".join(f"'{t}'" for t in STEP_TYPES)
+    config: dict[str, Any] = {}
+    if kind is None:
+        p.add(f"{where}.type", f"{label}: type is required; expected {expected}", "required")
+    elif kind not in CONFIGS:
         p.add(
             f"{where}.type", f"{label}: unknown step type '{kind}'; expected {expected}", "invalid_enum_value"
         )
-        config: dict[str, Any] = {}
     else:
-        config = _config(p, f"{where}.config", label, kind, raw.get("config"))
+        config = _config(p, f"{where}.config", label, kind, raw.get("config"), stored)
     _str(max_len=200)(p, f"{where}.name", raw.get("name"))
     _str(max_len=10_000)(p, f"{where}.executeIf", raw.get("executeIf"))
     _int(1, TIMEOUT_MS_MAX)(p, f"{where}.timeout", raw.get("timeout"))
@@ -294,8 +367,10 @@ def _step(p: Problems, index: int, raw: Any, previous: str | None) -> StepDefini
     )
 
 
-def parse_definition(steps: Any, settings: Any = None) -> FlowDefinition:
-    """Check a flow's steps and settings; ValidationFailed names each step and field at fault."""
+def parse_definition(steps: Any, settings: Any = None, *, stored: bool = False) -> FlowDefinition:
+    """Check a flow's steps and settings; ValidationFailed names each step and field at fault.
+    ``stored``: a definition already kept, read to run it (the module's docstring says what that
+    lets pass)."""
     p = Problems()
     if not isinstance(steps, list):
         p.add("steps", f"Expected array, received {type_name(steps)}", "invalid_type")
@@ -303,14 +378,14 @@ def parse_definition(steps: Any, settings: Any = None) -> FlowDefinition:
     if len(steps) > STEPS_MAX:
         p.add("steps", f"A flow has at most {STEPS_MAX} steps", "too_big")
         p.raise_if_any()
-    if len(json.dumps(steps, default=str)) > DEFINITION_BYTES_MAX:
+    if _json_bytes(steps) > DEFINITION_BYTES_MAX:
         p.add("steps", f"The steps are larger than {DEFINITION_BYTES_MAX} bytes", "too_big")
-    execution = _settings(p, settings)
+    execution = _settings(p, settings, stored)
     parsed: list[StepDefinition] = []
     seen: dict[str, int] = {}
     previous: str | None = None
     for index, raw in enumerate(steps):
-        step = _step(p, index, raw, previous)
+        step = _step(p, index, raw, previous, stored)
         raw_id = raw.get("id") if isinstance(raw, dict) else None
         if isinstance(raw_id, str):
             if raw_id in seen:
@@ -332,13 +407,14 @@ def parse_definition(steps: Any, settings: Any = None) -> FlowDefinition:
                     "invalid_reference",
                 )
     p.raise_if_any()
-    order = _topological(p, parsed)
+    order = _topological(p, parsed, seen)
     p.raise_if_any()
     return FlowDefinition(tuple(parsed), execution, order)
 
 
-def _topological(p: Problems, steps: list[StepDefinition]) -> tuple[str, ...]:
-    """Kahn's algorithm, in declaration order among ready steps; what is left over is a cycle."""
+def _topological(p: Problems, steps: list[StepDefinition], index: dict[str, int]) -> tuple[str, ...]:
+    """Kahn's algorithm, in declaration order among ready steps; what is left over holds a cycle,
+    reported at ``dependsOn`` of its first step (in declaration order)."""
     waiting = {s.id: set(s.depends_on) for s in steps}
     order: list[str] = []
     ready = [s.id for s in steps if not waiting[s.id]]
@@ -350,7 +426,29 @@ def _topological(p: Problems, steps: list[StepDefinition]) -> tuple[str, ...]:
                 waiting[s.id].discard(current)
                 if not waiting[s.id]:
                     ready.append(s.id)
-    stuck = [s.id for s in steps if s.id not in order]
-    if stuck:
-        p.add("steps", f"Steps form a dependency cycle: {', '.join(stuck)}", "cycle")
+    if len(order) < len(steps):
+        cycle = _a_cycle(steps, set(order))
+        first = min(cycle, key=index.__getitem__)
+        at = cycle.index(first)
+        cycle = cycle[at:] + cycle[:at]
+        shown = " -> ".join([*cycle, first])
+        p.add(
+            f"steps.{index[first]}.dependsOn",
+            f"Steps form a dependency cycle: {shown} (each depends on the next)",
+            "cycle",
+        )
     return tuple(order)
+
+
+def _a_cycle(steps: list[StepDefinition], ordered: set[str]) -> list[str]:
+    """A cycle among the steps Kahn's algorithm could not order: each of them waits on another such
+    step, so following those from the first one comes back to a step already passed."""
+    by_id = {s.id: s for s in steps}
+    path: list[str] = []
+    position: dict[str, int] = {}
+    current = next(s.id for s in steps if s.id not in ordered)
+    while current not in position:
+        position[current] = len(path)
+        path.append(current)
+        current = next(d for d in by_id[current].depends_on if d not in ordered)
+    return path[position[current] :]

@@ -71,6 +71,44 @@ CASES = [
     ("/flows", {"name": "F", "steps": ["not-an-object"]}, {"steps.0": "invalid_type"}),
     ("/flows", {"name": "F", "settings": [1]}, {"settings": "invalid_type"}),
     (
+        "/flows",
+        {
+            "name": "F",
+            "settings": {"priority": 1, "execution": {"concurency": 2, "retryPolicy": {"jitter": 1}}},
+        },
+        {
+            "settings.priority": "unrecognized_keys",
+            "settings.execution.concurency": "unrecognized_keys",
+            "settings.execution.retryPolicy.jitter": "unrecognized_keys",
+        },
+    ),
+    (
+        "/flows",
+        {
+            "name": "F",
+            "steps": [{"id": "a", "type": "http_request", "config": {"url": "file:///etc/passwd"}}],
+        },
+        {"steps.0.config.url": "invalid_string"},
+    ),
+    (
+        "/flows",
+        {"name": "F", "steps": [{"id": "a", "type": "action", "config": {"actionId": "  "}}]},
+        {"steps.0.config.actionId": "invalid_string"},
+    ),
+    ("/flows", {"name": "F", "steps": [{"id": "a", "config": {}}]}, {"steps.0.type": "required"}),
+    (
+        "/flows",
+        {
+            "name": "F",
+            "steps": [
+                {"id": "a", "type": "delay", "config": {"ms": 1}},
+                {"id": "b", "type": "delay", "config": {"ms": 1}, "dependsOn": ["c"]},
+                {"id": "c", "type": "delay", "config": {"ms": 1}},
+            ],
+        },
+        {"steps.1.dependsOn": "cycle"},
+    ),
+    (
         "/execution-logs",
         {"flowId": "f"},
         {"executionId": "required", "stepKey": "required", "inputs": "required"},
@@ -139,6 +177,36 @@ def test_updates_are_validated_too(org) -> None:
     )
     assert fields(errors) == {"authType": "invalid_enum_value", "baseUrl": "required"}
     assert org.get(f"/tools/{tool['id']}").json() == tool
+
+
+def test_a_flow_update_cannot_null_its_steps_or_settings(org) -> None:
+    """Null is no way to clear them (``[]`` and ``{}`` are): it used to make a version of 0 steps."""
+    steps = [{"id": "s1", "type": "delay", "config": {"ms": 1}}]
+    settings = {"execution": {"concurrency": 2}}
+    flow = created(org.post("/flows", json={"name": "F", "steps": steps, "settings": settings}))
+    for body, field, kind in (
+        ({"steps": None}, "steps", "array"),
+        ({"settings": None}, "settings", "object"),
+    ):
+        errors = assert_seed_error(org.put(f"/flows/{flow['id']}", json={**body, "name": "G"}), 400)
+        assert [(e["field"], e["code"], e["message"]) for e in errors] == [
+            (field, "invalid_type", f"Expected {kind}, received null")
+        ]
+    assert org.get(f"/flows/{flow['id']}").json() == flow
+    assert len(org.get(f"/flows/{flow['id']}/versions").json()) == 1
+    cleared = org.put(f"/flows/{flow['id']}", json={"steps": [], "settings": {}}).json()
+    assert (cleared["steps"], cleared["settings"], cleared["version"]) == ([], {}, 2)
+
+
+def test_templated_http_urls_are_accepted(org) -> None:
+    urls = [
+        "{{variables.endpoint}}",
+        "{{variables.base}}/users/{{variables.id}}",
+        "https://api.example.com/{{variables.path}}",
+    ]
+    steps = [{"id": f"s{i}", "type": "http_request", "config": {"url": url}} for i, url in enumerate(urls)]
+    flow = created(org.post("/flows", json={"name": "Templated", "steps": steps}))
+    assert [s["config"]["url"] for s in flow["steps"]] == urls
 
 
 def test_conflicts_are_409_with_the_field(org) -> None:
