@@ -96,6 +96,7 @@ _STDERR_LINES = 500  # per child, so a child cannot flood the logs
 _STDERR_LINE_CHARS = 2000
 _STDERR_QUIET_S = 0.05  # the end of a burst of stderr lines
 _HOLD_S = 0.02  # the longest a session's close waits to go with another request
+_RUNS_AT_ONCE = 16  # runs a child is expected to hold at once (sizing advice for process_memory_mb)
 _MEMORY_POLL_S = 0.1  # how often a child's resident memory is read (process_memory_mb)
 _RETIRE_GRACE_S = 1.0  # a retired child's runs in flight answer at their time limit; then it is killed
 _DRAIN_POLL_S = 0.05  # how often a retired child is looked at (and its background runs polled)
@@ -529,6 +530,20 @@ class ProcessV8Sandbox:
         self.restart_window_s = restart_window_s
         self.shutdown_timeout_s = shutdown_timeout_s
         self.process_memory_mb = process_memory_mb
+        # What a child may hold without misbehaving: ~0.5 GB of its own, its warm isolates (~4 MB
+        # each) and the heaps of the runs at once (a worker's default --concurrency, 16).
+        needed = 512 + 4 * self.warm_max + _RUNS_AT_ONCE * self.memory_mb
+        if 0 < process_memory_mb < needed:
+            log.warning(
+                "SANDBOX_PROCESS_MEMORY_MB=%d is below the ~%d MB a sandbox process may need with "
+                "SANDBOX_WARM_ISOLATES=%d and SANDBOX_MEMORY_MB=%d (%d runs at once): it may be "
+                "stopped under ordinary load",
+                process_memory_mb,
+                needed,
+                self.warm_max,
+                self.memory_mb,
+                _RUNS_AT_ONCE,
+            )
         self.closed = False
         self._slots = [_Slot(i) for i in range(max(1, processes))]
         self._turn = 0

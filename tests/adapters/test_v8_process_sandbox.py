@@ -390,3 +390,13 @@ async def test_a_child_crashing_again_and_again_is_not_restarted_for_a_while() -
             assert (await s.run(js("return 'again'"))).output == "again"
     finally:
         await sandbox.aclose()
+
+
+async def test_a_process_memory_cap_too_small_for_the_warm_pool_is_warned_about(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    caplog.set_level(logging.WARNING, logger="tolstoy.sandbox.v8")
+    await ProcessV8Sandbox(memory_mb=64, warm_max=64, process_memory_mb=2048).aclose()
+    assert "SANDBOX_PROCESS_MEMORY_MB" not in caplog.text  # the defaults fit
+    await ProcessV8Sandbox(memory_mb=256, warm_max=64, process_memory_mb=2048).aclose()
+    assert "SANDBOX_PROCESS_MEMORY_MB=2048 is below the ~4864 MB" in caplog.text
