@@ -348,6 +348,11 @@ class Sandbox(Protocol):
         """The result of a background run, or None while it is still running."""
         ...
 
+    async def stop(self, session_id: str) -> None:
+        """Stop a background run whose result nobody will ask for any more (its step was cancelled
+        or gave up waiting), and free what it holds. Best effort; never raises."""
+        ...
+
 
 # --- flow engine ----------------------------------------------------------------------------------
 

@@ -1237,6 +1237,12 @@ class V8Sandbox:
         while len(self._finished) > RESULTS_KEPT:
             self._finished.popitem(last=False)
 
+    async def stop(self, session_id: str) -> None:
+        task = self._running.get(session_id)
+        if task is not None:
+            task.cancel()  # its isolate is given up (and disposed of) as for any cancelled run
+        self._finished.pop(session_id, None)
+
     async def poll(self, session_id: str) -> SandboxResult | None:
         if session_id in self._running:
             return None

@@ -22,6 +22,7 @@ request body                                                     answer body
 ``["close", session_id]``                                        none
 ``["start", code, language, context, timeout_ms, expression]``   ``[session_id]``
 ``["poll", session_id]``                                         ``[result or null]``
+``["stop", session_id]``                                         none (that background run is cancelled)
 ``["cancel", request_id]``                                       none (that run's task is cancelled)
 ``["shutdown"]``                                                 ``[true]``, then the process exits
 ===============================================================  ===========================================
@@ -155,6 +156,8 @@ class _Host:
                 elif op == "poll":
                     result = await self.sandbox.poll(message[1])
                     self.send(request_id, [None if result is None else result_to_wire(result)])
+                elif op == "stop":
+                    await self.sandbox.stop(message[1])
                 elif op == "cancel":
                     running = self.tasks.get(message[1])
                     if running is not None:

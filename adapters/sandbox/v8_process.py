@@ -727,6 +727,13 @@ class ProcessV8Sandbox:
         self._hold(session_id, failed)
         return session_id
 
+    async def stop(self, session_id: str) -> None:
+        self._ready.pop(session_id, None)
+        child = self._background.pop(session_id, None)
+        if child is not None and child.alive and child.loop is asyncio.get_running_loop():
+            with contextlib.suppress(Exception):
+                child.notify(encode(["stop", session_id]))
+
     async def poll(self, session_id: str) -> SandboxResult | None:
         ready = self._ready.pop(session_id, None)
         if ready is not None:

@@ -4,6 +4,7 @@ step's output, or raises StepFailed (``retryable`` says whether the retry policy
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import re
 from collections.abc import Awaitable, Callable
@@ -286,12 +287,18 @@ class StepRunners:
         if not _waits_for_background_run(ctx.step):
             return {"sessionId": session_id, "status": "started"}
         polls, interval = _polling(config)
-        for _ in range(polls):
-            result = await self._sandbox.poll(session_id)
-            if result is not None:
-                output = sandbox_outcome(result, ctx)
-                return {"sessionId": session_id, "output": output}
-            await asyncio.sleep(interval)
+        try:
+            for _ in range(polls):
+                result = await self._sandbox.poll(session_id)
+                if result is not None:
+                    output = sandbox_outcome(result, ctx)
+                    return {"sessionId": session_id, "output": output}
+                await asyncio.sleep(interval)
+        except asyncio.CancelledError:  # the execution was cancelled, or the step timed out
+            with contextlib.suppress(asyncio.CancelledError):  # cancelled again meanwhile: still ours
+                await _stop_quietly(self._sandbox, session_id)
+            raise
+        await _stop_quietly(self._sandbox, session_id)  # nobody will ask for its result
         raise StepFailed(f"The background run {session_id} did not finish in time", "TIMEOUT")
 
 
@@ -318,6 +325,13 @@ def _request_timeout_ms(step: StepDefinition, default_ms: int) -> int:
     if not given:
         return default_ms
     return min(given, step.timeout_ms) if step.timeout_ms else given
+
+
+async def _stop_quietly(sandbox: Sandbox, session_id: str) -> None:
+    """Stop a background run nobody waits for; shielded, so that the cancellation that brought
+    us here does not stop the stopping (a sandbox that stays up would be billed meanwhile)."""
+    with contextlib.suppress(Exception):
+        await asyncio.shield(sandbox.stop(session_id))
 
 
 def _background(step: StepDefinition) -> bool:

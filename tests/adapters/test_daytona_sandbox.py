@@ -216,6 +216,20 @@ async def test_start_poll_round_trip(daytona: DaytonaSandbox, standin: DaytonaSt
     assert gone is not None and gone.error["code"] == "SANDBOX_UNAVAILABLE"
 
 
+async def test_a_stopped_background_run_deletes_its_sandbox(
+    daytona: DaytonaSandbox, standin: DaytonaStandIn, tmp_path
+) -> None:
+    code = f"import os, time\nwhile not os.path.exists({str(tmp_path / 'never')!r}):\n    time.sleep(0.02)\n"
+    run_id = await daytona.start(run(code))
+    deleted = len(standin.deleted)
+    await DaytonaSandbox(api_key=API_KEY, base_url=standin.api_url).stop(run_id)  # any process can
+    assert len(standin.deleted) == deleted + 1
+    assert standin.sandboxes[standin.deleted[-1]].dto["state"] == "destroyed"
+    gone = await daytona.poll(run_id)
+    assert gone is not None and gone.error["code"] == "SANDBOX_UNAVAILABLE"
+    await daytona.stop("not-a-run-id")  # nothing to do
+
+
 async def test_poll_times_out_after_async_timeout(standin: DaytonaStandIn) -> None:
     daytona = DaytonaSandbox(api_key=API_KEY, base_url=standin.api_url, async_timeout_ms=300)
     run_id = await daytona.start(run("import time\ntime.sleep(30)"))

@@ -298,6 +298,20 @@ async def test_background_runs(sandbox: ProcessV8Sandbox) -> None:
     assert result.error["code"] == "TIMEOUT" and result.session_id == failing
 
 
+async def test_a_stopped_background_run_stops_in_its_child(sandbox: ProcessV8Sandbox) -> None:
+    session_id = await sandbox.start(js("while (true) {}", timeout_ms=20_000))
+    await asyncio.sleep(0.2)
+    child = psutil.Process(sandbox.pids[0])
+    await sandbox.stop(session_id)
+    await asyncio.sleep(0.3)  # cancelled there: its isolate is given up
+    before = sum(child.cpu_times()[:2])
+    await asyncio.sleep(1.0)
+    assert sum(child.cpu_times()[:2]) - before < 0.5  # no longer a core busy with it
+    gone = await sandbox.poll(session_id)
+    assert gone is not None and gone.error["code"] == "SANDBOX_UNAVAILABLE"
+    await sandbox.stop("v8_nope")  # unknown: nothing to do
+
+
 async def test_a_crash_fails_the_runs_in_flight_and_a_new_child_takes_over(
     fresh: ProcessV8Sandbox, caplog: pytest.LogCaptureFixture
 ) -> None:

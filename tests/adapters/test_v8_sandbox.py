@@ -645,6 +645,19 @@ async def test_other_languages_need_daytona(sandbox: V8Sandbox, language: str) -
     assert "SANDBOX_BACKEND=daytona" in r.error["message"]
 
 
+async def test_a_stopped_background_run_is_cancelled(sandbox: V8Sandbox) -> None:
+    session_id = await sandbox.start(js("while (true) {}", timeout_ms=20_000))
+    await asyncio.sleep(0.1)
+    await sandbox.stop(session_id)
+    for _ in range(100):
+        if session_id not in sandbox._running:
+            break
+        await asyncio.sleep(0.01)
+    assert session_id not in sandbox._running
+    gone = await sandbox.poll(session_id)
+    assert gone is not None and gone.error["code"] == "SANDBOX_UNAVAILABLE"
+
+
 async def test_background_runs(sandbox: V8Sandbox) -> None:
     session_id = await sandbox.start(
         js("let s = 0; for (let i = 0; i < 1e5; i++) s += i; return variables.n + 1")

@@ -207,3 +207,27 @@ async def test_query_parameters_are_encoded_and_added_to_the_url() -> None:
     assert http.sent[-1].url == "http://api.test/search?page=2&q=a%26b%3Dc%23frag&tag=a+b&tag=c&n=3#top"
     await runners(http).run(context(http_step(query={"q": "x"})))
     assert http.sent[-1].url == "http://api.test/x?q=x"
+
+
+async def test_a_background_run_nobody_waits_for_any_more_is_stopped() -> None:
+    sandbox = FakeSandbox()
+
+    async def forever(c: dict) -> None:
+        await asyncio.sleep(60)
+
+    sandbox.define("forever", forever)
+    step = {
+        "id": "bg",
+        "type": "sandbox_async",
+        "config": {"code": "forever", "language": "javascript", "maxPollAttempts": 2, "pollInterval": 100},
+    }
+    run = runners(Refusing(), sandbox)
+    with pytest.raises(StepFailed) as failed:  # its polls are used up
+        await run.run(context(step))
+    assert failed.value.code == "TIMEOUT" and len(sandbox.stopped) == 1
+    task = asyncio.create_task(run.run(context(step)))  # the execution is cancelled meanwhile
+    await asyncio.sleep(0.05)
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await task
+    assert len(sandbox.stopped) == 2 and sandbox.stopped[0] != sandbox.stopped[1]

@@ -33,6 +33,7 @@ class FakeSandbox:
         self.sessions = 0
         self.runs: list[SandboxRun] = []
         self._background: dict[str, asyncio.Task[SandboxResult]] = {}
+        self.stopped: list[str] = []  # background runs stopped by their caller
         self._ids = itertools.count(1)
 
     def define(self, name: str, function: Callable[[dict[str, Any]], Any]) -> str:
@@ -69,6 +70,12 @@ class FakeSandbox:
         session_id = f"fake_{next(self._ids)}"
         self._background[session_id] = asyncio.create_task(self._run(run))
         return session_id
+
+    async def stop(self, session_id: str) -> None:
+        self.stopped.append(session_id)
+        task = self._background.pop(session_id, None)
+        if task is not None:
+            task.cancel()
 
     async def poll(self, session_id: str) -> SandboxResult | None:
         task = self._background.get(session_id)
