@@ -10,7 +10,6 @@ from __future__ import annotations
 import dataclasses
 import json
 import time
-from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
 from urllib.parse import urlencode
@@ -28,7 +27,7 @@ from application.resources import audit_event
 from application.tenancy import TenantContext
 from domain import templates
 from domain.auth_injection import Injection, MissingCredential, inject
-from domain.credentials import echo_forms
+from domain.credentials import echo_forms, replaced
 from domain.errors import DomainError, NotFound, UpstreamTimeout
 from domain.events import OutboxEvent
 from domain.ids import execution_id, new_id
@@ -55,20 +54,6 @@ class ActionResult:
     execution_id: str
     tool: Tool
     action: Action
-
-
-def _redact(value: Any, secrets: Iterable[str]) -> Any:
-    """Credential values an upstream echoes back (some do) never reach our answer."""
-    if isinstance(value, str):
-        for secret in secrets:
-            if secret in value:
-                value = value.replace(secret, REDACTED)
-        return value
-    if isinstance(value, list):
-        return [_redact(v, secrets) for v in value]
-    if isinstance(value, dict):
-        return {k: _redact(v, secrets) for k, v in value.items()}
-    return value
 
 
 def _js_int(text: str) -> int | float:
@@ -159,8 +144,10 @@ class ExecuteAction:
             raise
         duration = int((time.perf_counter() - started) * 1000)
         values = echo_forms(credentials, [*injection.headers.values(), *injection.query.values()])
-        data = _redact(decode_body(response.content, response.headers.get("content-type", "")), values)
-        headers = {k: _redact(v, values) for k, v in response.headers.items() if k in SAFE_HEADERS}
+        data = replaced(
+            decode_body(response.content, response.headers.get("content-type", "")), values, REDACTED
+        )
+        headers = {k: replaced(v, values, REDACTED) for k, v in response.headers.items() if k in SAFE_HEADERS}
         result = ActionResult(
             success=200 <= response.status < 400,
             status_code=response.status,

@@ -24,6 +24,54 @@ def is_sensitive(name: str) -> bool:
     return bool(_SENSITIVE.search(name))
 
 
+def masked(value: Any) -> Any:
+    """``value`` with what is under secret-looking names masked, at any depth (step logs' inputs)."""
+    if isinstance(value, dict):
+        return {
+            k: MASK if is_sensitive(str(k)) and v not in (None, "") else masked(v) for k, v in value.items()
+        }
+    if isinstance(value, list):
+        return [masked(v) for v in value]
+    return value
+
+
+SECRET_MIN = 4  # shorter values under secret-looking names are not looked for in free text
+
+
+def secret_values(value: Any, found: set[str]) -> set[str]:
+    """Add to ``found`` the text under secret-looking names in ``value`` (what ``masked`` hides)."""
+    if isinstance(value, dict):
+        for k, v in value.items():
+            if not is_sensitive(str(k)):
+                secret_values(v, found)
+            elif isinstance(v, str) and len(v) >= SECRET_MIN:
+                found.add(v)
+            elif isinstance(v, int | float) and not isinstance(v, bool) and len(str(v)) >= SECRET_MIN:
+                found.add(str(v))
+            else:
+                secret_values(v, found)
+    elif isinstance(value, list):
+        for v in value:
+            secret_values(v, found)
+    return found
+
+
+def replaced(value: Any, secrets: Iterable[str], by: str) -> Any:
+    """``value`` with every occurrence of ``secrets`` (longest first, as ``echo_forms`` sorts them)
+    in its text replaced ``by``, at any depth: for secrets in free text (an upstream's echo, an
+    error message, a line the code logged)."""
+    if isinstance(value, str):
+        for secret in secrets:
+            if secret in value:
+                value = value.replace(secret, by)
+        return value
+    if isinstance(value, dict):
+        return {k: replaced(v, secrets, by) for k, v in value.items()}
+    if isinstance(value, list):
+        return [replaced(v, secrets, by) for v in value]
+    return value
+
+
 # Credential names that say who, not what proves it: an upstream may echo them (a login, an email)
 # without that being a leak, and redacting them everywhere would garble answers.
 _IDENTITY = frozenset({"username", "user", "login", "email", "client_id", "region", "header_name"})

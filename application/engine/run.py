@@ -19,7 +19,6 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections.abc import Iterable
 from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any
@@ -27,7 +26,7 @@ from typing import TYPE_CHECKING, Any
 from application.engine.steps import StepContext, StepFailed
 from application.ports import Later, LeaseLost, SandboxSession, UnitOfWork
 from domain import rules
-from domain.credentials import MASK, is_sensitive
+from domain.credentials import MASK, masked, replaced, secret_values
 from domain.events import OutboxEvent
 from domain.execution import (
     CANCELLED,
@@ -68,54 +67,6 @@ class Advanced:
     wake_at: datetime | None = None  # call again then
     finished: bool = False  # the execution is over
     admit: tuple[str, ...] = ()  # queued executions of its organization to call in: a slot freed up
-
-
-def masked(value: Any) -> Any:
-    """Values under secret-looking names are masked wherever they are logged."""
-    if isinstance(value, dict):
-        return {
-            k: MASK if is_sensitive(str(k)) and v not in (None, "") else masked(v) for k, v in value.items()
-        }
-    if isinstance(value, list):
-        return [masked(v) for v in value]
-    return value
-
-
-SECRET_MIN = 4  # shorter values under secret-looking names are not looked for in free text
-
-
-def secret_values(value: Any, found: set[str]) -> set[str]:
-    """Add to ``found`` the text under secret-looking names in ``value`` (what ``masked`` hides)."""
-    if isinstance(value, dict):
-        for k, v in value.items():
-            if is_sensitive(str(k)):
-                if isinstance(v, str) and len(v) >= SECRET_MIN:
-                    found.add(v)
-                elif isinstance(v, int | float) and not isinstance(v, bool) and len(str(v)) >= SECRET_MIN:
-                    found.add(str(v))
-                else:
-                    secret_values(v, found)
-            else:
-                secret_values(v, found)
-    elif isinstance(value, list):
-        for v in value:
-            secret_values(v, found)
-    return found
-
-
-def scrubbed(value: Any, secrets: Iterable[str]) -> Any:
-    """``value`` with every occurrence of ``secrets`` in its text replaced by the mask (longest
-    first): for what is not keyed by name, an error message, a stack, a line the code logged."""
-    if isinstance(value, str):
-        for secret in secrets:
-            if secret in value:
-                value = value.replace(secret, MASK)
-        return value
-    if isinstance(value, dict):
-        return {k: scrubbed(v, secrets) for k, v in value.items()}
-    if isinstance(value, list):
-        return [scrubbed(v, secrets) for v in value]
-    return value
 
 
 @dataclass(slots=True)
@@ -579,8 +530,8 @@ class ExecutionRun:
         if log_error is not None or result.logs:
             self._secrets(result.output)
             if self.secrets:
-                log_outputs = scrubbed(log_outputs, self.secrets)
-                log_error = scrubbed(log_error, self.secrets)
+                log_outputs = replaced(log_outputs, self.secrets, MASK)
+                log_error = replaced(log_error, self.secrets, MASK)
                 if state.error is not None:
                     state = state.but(now, error=log_error)
         if step.type != "delay":
