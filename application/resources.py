@@ -24,6 +24,7 @@ from application.tenancy import TenantContext
 from domain.audit import AuditEvent
 from domain.entity import Entity
 from domain.errors import Conflict, InvalidReference, NotFound
+from domain.execution import QUEUED, RUNNING
 from domain.execution_log import LOG_STATUSES, ExecutionLog
 from domain.flow import Flow, FlowVersion
 from domain.ids import new_id
@@ -275,7 +276,7 @@ class Flows(TenantResources[Flow]):
     async def _before_delete(self, uow: UnitOfWork, ctx: TenantContext, entity: Flow) -> None:
         """Deleting a flow deletes its executions' history with it: not while one is still queued
         or running (it would vanish mid-run)."""
-        for status in ("running", "queued"):
+        for status in (RUNNING, QUEUED):
             if await uow.executions.list(ctx.org_id, Page(limit=1), {"flow_id": entity.id, "status": status}):
                 raise Conflict(
                     f"Flow '{entity.id}' has executions that are still {status}; cancel them or let them finish first"

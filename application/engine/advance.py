@@ -48,6 +48,19 @@ STALE_QUEUED = timedelta(seconds=30)  # a queued execution nobody picked up for 
 ADMISSION_RETRY = timedelta(seconds=30)  # a queued execution refused a slot is tried again by then
 
 
+async def pinned_definition(uow: UnitOfWork, execution: Execution) -> tuple[FlowDefinition | None, str]:
+    """The definition of the flow version ``execution`` pinned, or None and why it cannot run."""
+    found = await uow.flow_versions.list(
+        execution.org_id, Page(limit=1), {"flow_id": execution.flow_id, "version": execution.flow_version}
+    )
+    if not found:
+        return None, "The flow version this execution pinned no longer exists"
+    try:
+        return found[0].definition, ""
+    except ValidationFailed as exc:
+        return None, exc.errors[0].message
+
+
 class AdvanceExecution:
     def __init__(
         self,
@@ -185,15 +198,9 @@ class AdvanceExecution:
         if known is not None:
             self._definitions.move_to_end(key)
             return known, ""
-        found = await uow.flow_versions.list(
-            execution.org_id, Page(limit=1), {"flow_id": execution.flow_id, "version": execution.flow_version}
-        )
-        if not found:
-            return None, "The flow version this execution pinned no longer exists"
-        try:
-            definition = found[0].definition
-        except ValidationFailed as exc:
-            return None, exc.errors[0].message
+        definition, problem = await pinned_definition(uow, execution)
+        if definition is None:
+            return None, problem
         self._definitions[key] = definition
         if len(self._definitions) > DEFINITIONS_KEPT:
             self._definitions.popitem(last=False)

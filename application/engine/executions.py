@@ -12,7 +12,7 @@ from datetime import UTC, date, datetime, timedelta
 from datetime import time as dtime
 from typing import Any
 
-from application.engine.advance import AdvanceExecution
+from application.engine.advance import AdvanceExecution, pinned_definition
 from application.ports import Clock, Page, Scheduler, UnitOfWork, UnitOfWorkFactory
 from application.resources import Flows, audit_event
 from application.tenancy import TenantContext
@@ -336,13 +336,7 @@ class Executions:
         again), and whether any step is left to run."""
         states = await uow.execution_steps.for_execution(original.org_id, original.id)
         completed = {s.step_id: s for s in states if s.status == COMPLETED}
-        found = await uow.flow_versions.list(
-            original.org_id, Page(limit=1), {"flow_id": original.flow_id, "version": original.flow_version}
-        )
-        try:
-            definition = found[0].definition if found else None
-        except ValidationFailed:
-            definition = None
+        definition, _ = await pinned_definition(uow, original)
         if definition is None:  # the run will fail on it anyway: keep what completed
             return list(completed.values()), True
         kept = definition.reusable(completed)

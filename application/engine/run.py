@@ -153,8 +153,10 @@ class ExecutionRun:
         self.touched: set[str] = set()
         self.logs: dict[str, ExecutionLog] = {}  # log rows this run started, by id
         self.unwritten: dict[str, _Start] = {}  # started attempts not yet in the database
-        self.secrets: list[str] = []  # see _secrets: found only when a step fails or prints
-        self._secrets_seen: set[str] = set()  # the steps whose outputs were looked at ("": variables)
+        # Secret values in the variables and the outputs looked at so far (see _secrets): gathered
+        # only once a step fails or prints.
+        self._secret_values: set[str] | None = None
+        self._outputs_scanned: set[str] = set()
         self._cancel_waiter: asyncio.Future[Any] | None = None
 
     def _outputs(self) -> dict[str, Any]:
@@ -365,19 +367,16 @@ class ExecutionRun:
     def _delay_output(self, step_id: str) -> dict[str, Any]:
         return {"delayed": self.definition.step(step_id).config.get("ms", 0)}
 
-    def _secrets(self, output: Any) -> None:
-        """``self.secrets``: the values under secret-looking names in the variables and in the
-        steps' outputs so far (and ``output``), longest first."""
-        found = set(self.secrets)
-        if not self._secrets_seen:
-            secret_values(self.execution.variables, found)
+    def _secrets(self, output: Any) -> list[str]:
+        """The values under secret-looking names in the variables, the steps' outputs so far and
+        ``output``, longest first (each output is looked at once)."""
+        if self._secret_values is None:
+            self._secret_values = secret_values(self.execution.variables, set())
         for step_id, state in self.states.items():
-            if state.output is not None and step_id not in self._secrets_seen:
-                secret_values(state.output, found)
-                self._secrets_seen.add(step_id)
-        self._secrets_seen.add("")  # the variables
-        secret_values(output, found)
-        self.secrets = sorted(found, key=len, reverse=True)
+            if state.output is not None and step_id not in self._outputs_scanned:
+                secret_values(state.output, self._secret_values)
+                self._outputs_scanned.add(step_id)
+        return sorted(secret_values(output, set(self._secret_values)), key=len, reverse=True)
 
     def _log_inputs(self, step: StepDefinition) -> dict[str, Any]:
         return {
@@ -527,13 +526,12 @@ class ExecutionRun:
         # value in free text (the variables' and the outputs' secrets, e.g. in an error message).
         if "output" in log_outputs:
             log_outputs["output"] = masked(log_outputs["output"])
-        if log_error is not None or result.logs:
-            self._secrets(result.output)
-            if self.secrets:
-                log_outputs = replaced(log_outputs, self.secrets, MASK)
-                log_error = replaced(log_error, self.secrets, MASK)
-                if state.error is not None:
-                    state = state.but(now, error=log_error)
+        secrets = self._secrets(result.output) if log_error is not None or result.logs else []
+        if secrets:
+            log_outputs = replaced(log_outputs, secrets, MASK)
+            log_error = replaced(log_error, secrets, MASK)
+            if state.error is not None:
+                state = state.but(now, error=log_error)
         if step.type != "delay":
             self.e.metrics.step_executed(org, flow, step.id, result.seconds)
         self.states[step.id] = state

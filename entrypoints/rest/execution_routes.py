@@ -30,7 +30,8 @@ class ExecuteIn(Body):  # strict, unknown keys refused: a typo must not run a fl
 
 class RetryIn(Body):
     resume: bool = Field(
-        False, description="Reuse the outputs of completed steps; start at the first failed one"
+        False,
+        description="Reuse the outputs of completed steps that depend on no step run again; start at the first that did not complete",
     )
 
 
