@@ -20,7 +20,7 @@ import httpx
 
 from application.ports import OutboundRequest, OutboundResponse
 from domain.egress import EgressPolicy, EgressRefused, IPAddress
-from domain.errors import UpstreamTimeout, UpstreamUnreachable
+from domain.errors import FieldError, UpstreamTimeout, UpstreamUnreachable, ValidationFailed
 
 CREDENTIAL_HEADERS = frozenset(
     {
@@ -91,7 +91,12 @@ class GuardedHttpClient:
         return str(addresses[0])
 
     async def send(self, request: OutboundRequest) -> OutboundResponse:
-        url = httpx.URL(request.url)
+        try:
+            url = httpx.URL(request.url)
+        except httpx.InvalidURL as exc:  # e.g. a templated url that came out malformed
+            raise ValidationFailed(
+                [FieldError("url", f"Not a usable URL: {exc}", "invalid_string")]
+            ) from None
         method, headers, content = request.method.upper(), dict(request.headers), request.content
         timeout = request.timeout or self._timeout
         for _hop in range(self._max_redirects + 1):

@@ -313,7 +313,10 @@ def _with_query(url: str, query: dict[str, Any]) -> str:
     ]
     if not pairs:
         return url
-    parts = urlsplit(url)
+    try:
+        parts = urlsplit(url)
+    except ValueError:  # malformed (the client would refuse it too): say so, once
+        raise StepFailed("config.url: not a usable URL", "INVALID_URL", retryable=False) from None
     added = urlencode(pairs)
     return urlunsplit(parts._replace(query=f"{parts.query}&{added}" if parts.query else added))
 

@@ -19,7 +19,7 @@ import pytest
 from adapters.http.guarded_client import GuardedHttpClient
 from application.ports import OutboundRequest
 from domain.egress import EgressPolicy, EgressRefused, refusal
-from domain.errors import UpstreamTimeout, UpstreamUnreachable
+from domain.errors import UpstreamTimeout, UpstreamUnreachable, ValidationFailed
 from tests.support import free_port
 
 LOOPBACK_ALLOWED = EgressPolicy.parse("127.0.0.1/32")
@@ -118,6 +118,13 @@ def get(url: str, **headers: str) -> OutboundRequest:
 async def test_refused_destinations(strict, url) -> None:
     with pytest.raises(EgressRefused, match="TOLSTOY_EGRESS_ALLOW"):
         await strict.send(get(url))
+
+
+@pytest.mark.parametrize("url", ["http://[::1", "http://x/\x00"])
+async def test_a_malformed_url_is_a_validation_error_not_a_crash(strict, url) -> None:
+    with pytest.raises(ValidationFailed) as refused:
+        await strict.send(get(url))
+    assert [(e.field, e.code) for e in refused.value.errors] == [("url", "invalid_string")]
 
 
 async def test_a_hostname_is_refused_if_any_of_its_addresses_is(upstreams) -> None:

@@ -231,3 +231,11 @@ async def test_a_background_run_nobody_waits_for_any_more_is_stopped() -> None:
     with pytest.raises(asyncio.CancelledError):
         await task
     assert len(sandbox.stopped) == 2 and sandbox.stopped[0] != sandbox.stopped[1]
+
+
+async def test_a_malformed_url_with_query_parameters_fails_the_step_for_good() -> None:
+    http = Refusing()
+    step = http_step(url="http://[::1{{variables.rest}}", query={"q": "x"})
+    with pytest.raises(StepFailed) as failed:
+        await runners(http).run(context(step, {"rest": "/x"}))
+    assert (failed.value.code, failed.value.retryable) == ("INVALID_URL", False) and http.sent == []
